@@ -1,0 +1,11 @@
+#pragma once
+// Subcommands of the kvforge binary; each registers itself on the CLI11 app.
+#include <CLI/CLI.hpp>
+
+namespace kvforge {
+
+void add_generate_command(CLI::App& app);
+void add_inspect_command(CLI::App& app);
+void add_pretrain_command(CLI::App& app);
+
+}  // namespace kvforge

@@ -1,0 +1,29 @@
+// The kvforge binary: one CLI11 app, one subcommand per job.
+#include <c10/util/Exception.h>
+#include <iostream>
+
+#include "cli/commands.h"
+#include "runtime/input_error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"kvforge: train, export and evaluate KV-cache compression for Llama-family models"};
+  app.require_subcommand(1);
+  kvforge::add_generate_command(app);
+  kvforge::add_inspect_command(app);
+  kvforge::add_pretrain_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const kvforge::InputError& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 2;
+  } catch (const c10::Error& e) {
+    std::cerr << "error: " << e.what_without_backtrace() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,49 @@
+#pragma once
+// Batched generation: left-padded prefill of prompts of different lengths, then one token per step
+// per sequence from a KV cache, each sequence stopping on EOS, a stop string or the token limit.
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/kv_cache.h"
+#include "runtime/sampler.h"
+#include "runtime/tokenizer.h"
+#include "runtime/transformer.h"
+
+namespace kvforge {
+
+struct GenerationOptions {
+  int64_t max_new_tokens = 32;
+  SamplingOptions sampling;
+  std::vector<int64_t> eos_token_ids;     // finishing tokens (kept in the output)
+  std::vector<std::string> stop_strings;  // need a tokenizer; the text stops after the first match
+};
+
+enum class FinishReason { kLength, kEos, kStopString };
+const char* to_string(FinishReason reason);
+
+struct GeneratedSequence {
+  std::vector<int64_t> tokens;  // new tokens only
+  FinishReason finish = FinishReason::kLength;
+};
+
+struct GenerationResult {
+  std::vector<GeneratedSequence> sequences;
+  double prefill_seconds = 0.0;     // until the first token of every sequence is chosen
+  double decode_seconds = 0.0;      // the remaining steps
+  int64_t decode_tokens = 0;        // tokens produced after the first, over all sequences
+  int64_t peak_cache_bytes = 0;
+};
+
+// Builds the KV cache for a batch; generate() calls it with (batch, capacity) so callers can swap layouts.
+using CacheFactory = std::function<std::unique_ptr<KVCache>(int64_t batch, int64_t capacity)>;
+
+std::unique_ptr<KVCache> make_full_cache(const Transformer& model, int64_t batch, int64_t capacity);
+
+// prompts: token ids (each non-empty). `tokenizer` may be null when there are no stop strings.
+GenerationResult generate(Transformer& model, const std::vector<std::vector<int64_t>>& prompts,
+                          const GenerationOptions& options, const Tokenizer* tokenizer = nullptr,
+                          const CacheFactory& make_cache = nullptr);
+
+}  // namespace kvforge

@@ -1,0 +1,53 @@
+#include "runtime/kv_cache.h"
+
+#include <algorithm>
+
+namespace kvforge {
+
+FullKVCache::FullKVCache(int64_t num_layers, int64_t batch, int64_t kv_heads, int64_t head_dim,
+                         int64_t initial_capacity, const at::TensorOptions& options) {
+  const int64_t capacity = std::max<int64_t>(initial_capacity, 1);
+  layers_.resize(num_layers);
+  for (Layer& layer : layers_) {
+    layer.keys = at::empty({batch, kv_heads, capacity, head_dim}, options);
+    layer.values = at::empty({batch, kv_heads, capacity, head_dim}, options);
+    layer.positions = at::full({batch, capacity}, -1, options.dtype(at::kLong));
+  }
+}
+
+void FullKVCache::grow(Layer& layer, int64_t needed) {
+  int64_t capacity = layer.keys.size(2);
+  if (needed <= capacity) return;
+  const int64_t new_capacity = std::max(needed, 2 * capacity);
+  auto enlarge = [&](const at::Tensor& old, int64_t dim, double fill) {
+    std::vector<int64_t> shape = old.sizes().vec();
+    shape[dim] = new_capacity;
+    at::Tensor bigger = at::full(shape, fill, old.options());
+    bigger.narrow(dim, 0, layer.length).copy_(old.narrow(dim, 0, layer.length));
+    return bigger;
+  };
+  layer.keys = enlarge(layer.keys, 2, 0.0);
+  layer.values = enlarge(layer.values, 2, 0.0);
+  layer.positions = enlarge(layer.positions, 1, -1.0);
+}
+
+CachedKV FullKVCache::update(int64_t layer_index, const at::Tensor& keys, const at::Tensor& values,
+                             const at::Tensor& positions) {
+  Layer& layer = layers_.at(layer_index);
+  const int64_t new_tokens = keys.size(2);
+  grow(layer, layer.length + new_tokens);
+  layer.keys.narrow(2, layer.length, new_tokens).copy_(keys);
+  layer.values.narrow(2, layer.length, new_tokens).copy_(values);
+  layer.positions.narrow(1, layer.length, new_tokens).copy_(positions);
+  layer.length += new_tokens;
+  return {layer.keys.narrow(2, 0, layer.length), layer.values.narrow(2, 0, layer.length),
+          layer.positions.narrow(1, 0, layer.length)};
+}
+
+int64_t FullKVCache::bytes() const {
+  int64_t total = 0;
+  for (const Layer& layer : layers_) total += layer.keys.nbytes() + layer.values.nbytes();
+  return total;
+}
+
+}  // namespace kvforge

@@ -1,0 +1,55 @@
+#pragma once
+// KV caches. A cache holds, per layer, post-RoPE keys and values for a batch plus the true position of
+// every slot (-1 = empty or padding), so masks follow positions rather than slot indices and
+// compressed layouts (streaming, selected tokens) can keep positions after eviction.
+#include <ATen/ATen.h>
+#include <memory>
+#include <vector>
+
+namespace kvforge {
+
+struct CachedKV {
+  at::Tensor keys;       // [batch, kv_heads, slots, head_dim]
+  at::Tensor values;     // [batch, kv_heads, slots, head_dim]
+  at::Tensor positions;  // [batch, slots] int64, -1 where a slot holds no token
+};
+
+class KVCache {
+ public:
+  virtual ~KVCache() = default;
+  // Stores this step's keys/values for `layer` and returns everything the step's queries attend to.
+  // keys, values: [batch, kv_heads, new_tokens, head_dim]; positions: [batch, new_tokens] int64.
+  virtual CachedKV update(int64_t layer, const at::Tensor& keys, const at::Tensor& values,
+                          const at::Tensor& positions) = 0;
+  // Slots filled in `layer` (the same for every sequence of the batch).
+  virtual int64_t length(int64_t layer) const = 0;
+  // Bytes of device memory this cache holds for keys and values right now (allocations, not a formula).
+  virtual int64_t bytes() const = 0;
+};
+
+// The full layout: every token of every head, in preallocated buffers that grow by doubling.
+class FullKVCache : public KVCache {
+ public:
+  // `initial_capacity` slots are allocated up front; size it to prompt + new tokens to avoid regrowth.
+  FullKVCache(int64_t num_layers, int64_t batch, int64_t kv_heads, int64_t head_dim, int64_t initial_capacity,
+              const at::TensorOptions& options);
+
+  CachedKV update(int64_t layer, const at::Tensor& keys, const at::Tensor& values,
+                  const at::Tensor& positions) override;
+  int64_t length(int64_t layer) const override { return layers_[layer].length; }
+  int64_t bytes() const override;
+  int64_t capacity(int64_t layer) const { return layers_[layer].keys.size(2); }
+
+ private:
+  struct Layer {
+    at::Tensor keys;       // [batch, kv_heads, capacity, head_dim]
+    at::Tensor values;
+    at::Tensor positions;  // [batch, capacity]
+    int64_t length = 0;
+  };
+  void grow(Layer& layer, int64_t needed);
+
+  std::vector<Layer> layers_;
+};
+
+}  // namespace kvforge

@@ -1,0 +1,142 @@
+#include "runtime/transformer.h"
+
+#include <cmath>
+#include <limits>
+
+#include "kernels/bindings.h"
+
+namespace kvforge {
+
+LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool bias, const at::TensorOptions& options) {
+  weight = register_parameter("weight", at::empty({out_features, in_features}, options));
+  if (bias) this->bias = register_parameter("bias", at::empty({out_features}, options));
+}
+
+at::Tensor LinearImpl::forward(const at::Tensor& x) { return at::linear(x, weight, bias); }
+
+EmbeddingImpl::EmbeddingImpl(int64_t vocab_size, int64_t dim, const at::TensorOptions& options) {
+  weight = register_parameter("weight", at::empty({vocab_size, dim}, options));
+}
+
+at::Tensor EmbeddingImpl::forward(const at::Tensor& ids) { return at::embedding(weight, ids); }
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps, const at::TensorOptions& options) : eps(eps) {
+  weight = register_parameter("weight", at::empty({dim}, options));
+}
+
+at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
+  if (kernels::rms_norm_supported(x, weight)) return kernels::rms_norm(x, weight, eps);
+  at::Tensor h = x.to(at::kFloat);
+  h = h * at::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return weight * h.to(x.scalar_type());
+}
+
+AttentionImpl::AttentionImpl(const ModelConfig& config, int64_t layer_index, const at::TensorOptions& options)
+    : layer_index(layer_index),
+      num_heads(config.num_heads),
+      num_kv_heads(config.num_kv_heads),
+      head_dim(config.head_dim),
+      sliding_window(config.sliding_window.at(layer_index)) {
+  const int64_t hidden = config.hidden_size;
+  q_proj = register_module("q_proj", Linear(hidden, num_heads * head_dim, config.qkv_bias, options));
+  k_proj = register_module("k_proj", Linear(hidden, num_kv_heads * head_dim, config.qkv_bias, options));
+  v_proj = register_module("v_proj", Linear(hidden, num_kv_heads * head_dim, config.qkv_bias, options));
+  o_proj = register_module("o_proj", Linear(num_heads * head_dim, hidden, config.o_bias, options));
+}
+
+at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeAngles& rope, const at::Tensor& positions,
+                                  KVCache* cache, bool causal_prefix) {
+  const int64_t batch = x.size(0), tokens = x.size(1);
+  // q: [batch, heads, tokens, head_dim]; k, v: [batch, kv_heads, tokens, head_dim]
+  at::Tensor q = q_proj->forward(x).view({batch, tokens, num_heads, head_dim}).transpose(1, 2);
+  at::Tensor k = k_proj->forward(x).view({batch, tokens, num_kv_heads, head_dim}).transpose(1, 2);
+  at::Tensor v = v_proj->forward(x).view({batch, tokens, num_kv_heads, head_dim}).transpose(1, 2);
+  q = apply_rope(q, rope);
+  k = apply_rope(k, rope);
+  at::Tensor out;
+  if (causal_prefix && cache == nullptr && sliding_window == 0 && x.is_cuda()) {
+    out = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/true,
+                                           /*scale=*/std::nullopt, /*enable_gqa=*/true);
+  } else {
+    CachedKV kv = cache != nullptr ? cache->update(layer_index, k, v, positions) : CachedKV{k, v, positions};
+    at::Tensor mask = attention_mask(positions, kv.positions, sliding_window);
+    out = grouped_attention(q, kv.keys, kv.values, mask);
+  }
+  return o_proj->forward(out.transpose(1, 2).reshape({batch, tokens, num_heads * head_dim}));
+}
+
+MlpImpl::MlpImpl(const ModelConfig& config, const at::TensorOptions& options) {
+  gate_proj = register_module("gate_proj", Linear(config.hidden_size, config.intermediate_size, config.mlp_bias, options));
+  up_proj = register_module("up_proj", Linear(config.hidden_size, config.intermediate_size, config.mlp_bias, options));
+  down_proj = register_module("down_proj", Linear(config.intermediate_size, config.hidden_size, config.mlp_bias, options));
+}
+
+at::Tensor MlpImpl::forward(const at::Tensor& x) {
+  return down_proj->forward(at::silu(gate_proj->forward(x)) * up_proj->forward(x));
+}
+
+DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& config, int64_t layer_index, const at::TensorOptions& options) {
+  self_attn = register_module("self_attn", Attention(config, layer_index, options));
+  mlp = register_module("mlp", Mlp(config, options));
+  input_layernorm = register_module("input_layernorm", RMSNorm(config.hidden_size, config.rms_norm_eps, options));
+  post_attention_layernorm =
+      register_module("post_attention_layernorm", RMSNorm(config.hidden_size, config.rms_norm_eps, options));
+}
+
+at::Tensor DecoderLayerImpl::forward(const at::Tensor& x, const RopeAngles& rope, const at::Tensor& positions,
+                                     KVCache* cache, bool causal_prefix) {
+  at::Tensor h = x + self_attn->forward(input_layernorm->forward(x), rope, positions, cache, causal_prefix);
+  return h + mlp->forward(post_attention_layernorm->forward(h));
+}
+
+DecoderStackImpl::DecoderStackImpl(const ModelConfig& config, const at::TensorOptions& options) {
+  embed_tokens = register_module("embed_tokens", Embedding(config.vocab_size, config.hidden_size, options));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < config.num_layers; ++i) layers->push_back(DecoderLayer(config, i, options));
+  norm = register_module("norm", RMSNorm(config.hidden_size, config.rms_norm_eps, options));
+}
+
+TransformerImpl::TransformerImpl(const ModelConfig& config, const at::TensorOptions& options) : config(config) {
+  model = register_module("model", DecoderStack(config, options));
+  if (!config.tie_word_embeddings)
+    lm_head = register_module("lm_head", Linear(config.hidden_size, config.vocab_size, /*bias=*/false, options));
+  inv_freq = register_buffer("inv_freq", rope_inverse_frequencies(config.rope, config.head_dim).to(options.device()));
+}
+
+const at::Tensor& TransformerImpl::output_weight() const {
+  return lm_head ? lm_head->weight : model->embed_tokens->weight;
+}
+
+at::Tensor TransformerImpl::forward(const at::Tensor& input_ids, const at::Tensor& positions, KVCache* cache,
+                                    bool last_only, bool causal_prefix) {
+  at::Tensor h = model->embed_tokens->forward(input_ids);
+  const RopeAngles rope = rope_angles(inv_freq, positions, h.scalar_type());
+  for (const auto& layer : *model->layers) h = layer->as<DecoderLayer>()->forward(h, rope, positions, cache, causal_prefix);
+  h = model->norm->forward(h);
+  if (last_only) h = h.narrow(1, h.size(1) - 1, 1);
+  return at::linear(h, output_weight());
+}
+
+at::Tensor attention_mask(const at::Tensor& query_positions, const at::Tensor& key_positions, int64_t sliding_window) {
+  at::Tensor query = query_positions.unsqueeze(2);  // [batch, queries, 1]
+  at::Tensor key = key_positions.unsqueeze(1);      // [batch, 1, keys]
+  at::Tensor visible = (key >= 0) & (key <= query);
+  if (sliding_window > 0) visible = visible & (query - key < sliding_window);
+  visible = visible | visible.logical_not().all(-1, /*keepdim=*/true);
+  return visible.unsqueeze(1);
+}
+
+at::Tensor grouped_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask) {
+  const int64_t batch = q.size(0), heads = q.size(1), queries = q.size(2), head_dim = q.size(3);
+  const int64_t kv_heads = k.size(1), group = heads / kv_heads;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+  // Query heads of one KV head side by side: [batch, kv_heads, group, queries, head_dim]; the
+  // matmul broadcasts K/V over the group instead of copying them.
+  at::Tensor grouped_q = q.reshape({batch, kv_heads, group, queries, head_dim});
+  at::Tensor scores = at::matmul(grouped_q, k.unsqueeze(2).transpose(-1, -2)) * scale;
+  scores = scores.masked_fill(mask.unsqueeze(1).logical_not(), -std::numeric_limits<double>::infinity());
+  at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
+  return at::matmul(probs, v.unsqueeze(2)).reshape({batch, heads, queries, head_dim});
+}
+
+}  // namespace kvforge

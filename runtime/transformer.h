@@ -1,0 +1,107 @@
+#pragma once
+// The Llama-family decoder (Llama, Qwen2, Mistral) as a torch::nn::Module. Parameter names are the
+// Hugging Face names ("model.layers.3.self_attn.q_proj.weight"), so loading is a checked 1:1 copy.
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/pimpl.h>
+
+#include "runtime/kv_cache.h"
+#include "runtime/model_config.h"
+#include "runtime/rope.h"
+
+namespace kvforge {
+
+// y = x Wᵀ + b, with parameters created uninitialised on the target device and dtype (the
+// checkpoint fills them; torch::nn::Linear would first initialise fp32 copies on the CPU).
+struct LinearImpl : torch::nn::Module {
+  LinearImpl(int64_t in_features, int64_t out_features, bool bias, const at::TensorOptions& options);
+  at::Tensor forward(const at::Tensor& x);
+  at::Tensor weight;  // [out_features, in_features]
+  at::Tensor bias;    // [out_features] or undefined
+};
+TORCH_MODULE(Linear);
+
+struct EmbeddingImpl : torch::nn::Module {
+  EmbeddingImpl(int64_t vocab_size, int64_t dim, const at::TensorOptions& options);
+  at::Tensor forward(const at::Tensor& ids);  // ids: [batch, tokens] -> [batch, tokens, dim]
+  at::Tensor weight;                          // [vocab_size, dim]
+};
+TORCH_MODULE(Embedding);
+
+// RMSNorm as the reference computes it: normalise in fp32, cast back, then scale by the weight.
+struct RMSNormImpl : torch::nn::Module {
+  RMSNormImpl(int64_t dim, double eps, const at::TensorOptions& options);
+  at::Tensor forward(const at::Tensor& x);
+  at::Tensor weight;  // [dim]
+  double eps;
+};
+TORCH_MODULE(RMSNorm);
+
+struct AttentionImpl : torch::nn::Module {
+  AttentionImpl(const ModelConfig& config, int64_t layer_index, const at::TensorOptions& options);
+  // x: [batch, tokens, hidden]; positions: [batch, tokens] (-1 = padding). Without a cache the
+  // tokens attend to each other only. `causal_prefix`: see TransformerImpl::forward.
+  at::Tensor forward(const at::Tensor& x, const RopeAngles& rope, const at::Tensor& positions, KVCache* cache,
+                     bool causal_prefix = false);
+
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  int64_t layer_index, num_heads, num_kv_heads, head_dim, sliding_window;
+};
+TORCH_MODULE(Attention);
+
+struct MlpImpl : torch::nn::Module {
+  MlpImpl(const ModelConfig& config, const at::TensorOptions& options);
+  at::Tensor forward(const at::Tensor& x);  // down(silu(gate(x)) * up(x))
+  Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+struct DecoderLayerImpl : torch::nn::Module {
+  DecoderLayerImpl(const ModelConfig& config, int64_t layer_index, const at::TensorOptions& options);
+  at::Tensor forward(const at::Tensor& x, const RopeAngles& rope, const at::Tensor& positions, KVCache* cache,
+                     bool causal_prefix = false);
+  Attention self_attn{nullptr};
+  Mlp mlp{nullptr};
+  RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+};
+TORCH_MODULE(DecoderLayer);
+
+struct DecoderStackImpl : torch::nn::Module {
+  DecoderStackImpl(const ModelConfig& config, const at::TensorOptions& options);
+  Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  RMSNorm norm{nullptr};
+};
+TORCH_MODULE(DecoderStack);
+
+struct TransformerImpl : torch::nn::Module {
+  TransformerImpl(const ModelConfig& config, const at::TensorOptions& options);
+
+  // input_ids, positions: [batch, tokens] int64 (positions -1 for left padding).
+  // Returns logits [batch, tokens, vocab], or [batch, 1, vocab] for the last token when last_only.
+  // `causal_prefix` promises that, without a cache, every row's positions are 0, 1, ... up to right
+  // padding whose outputs are ignored (training batches): a plain causal mask is then exact, which
+  // lets CUDA run fused (flash) attention without materialising scores.
+  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& positions, KVCache* cache = nullptr,
+                     bool last_only = false, bool causal_prefix = false);
+
+  const at::Tensor& output_weight() const;  // lm_head, or the embedding when tied
+
+  ModelConfig config;
+  DecoderStack model{nullptr};
+  Linear lm_head{nullptr};  // null when tie_word_embeddings
+  at::Tensor inv_freq;      // buffer [head_dim / 2] float32
+};
+TORCH_MODULE(Transformer);
+
+// Boolean attention mask [batch, 1, queries, keys]: key visible iff it holds a token at or before the
+// query's position (and within `sliding_window` of it when > 0). Rows with no visible key (padding
+// queries) see every key, so their throwaway outputs stay finite.
+at::Tensor attention_mask(const at::Tensor& query_positions, const at::Tensor& key_positions, int64_t sliding_window);
+
+// Softmax attention with grouped KV heads, never repeating K/V across a query group.
+// q: [batch, heads, queries, head_dim]; k, v: [batch, kv_heads, keys, head_dim]; mask as above.
+at::Tensor grouped_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask);
+
+}  // namespace kvforge

@@ -1,0 +1,44 @@
+#pragma once
+// Small helpers shared by the test files.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "runtime/input_error.h"
+
+namespace kvforge::testing {
+
+// Fixtures and the kvforge binary are found where the build put them, or where the environment
+// variables KVFORGE_FIXTURES / KVFORGE_BINARY say (when the tests run on another machine).
+std::string fixture(const std::string& relative);
+std::string kvforge_binary();
+
+// A fresh directory under the system temp dir, removed by the caller when it matters.
+std::string make_temp_dir(const std::string& tag);
+
+void write_file(const std::string& path, const std::string& bytes);
+
+// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it back), or -1.
+int free_port();
+
+// Runs a shell command line, returning its exit status and everything it printed.
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;
+};
+CommandResult run_command(const std::string& command_line);
+
+// Runs `statement`, expects an InputError whose message contains every fragment.
+#define EXPECT_INPUT_ERROR(statement, ...)                                               \
+  do {                                                                                   \
+    try {                                                                                \
+      statement;                                                                         \
+      ADD_FAILURE() << "expected InputError from " #statement;                          \
+    } catch (const kvforge::InputError& error) {                                        \
+      for (const char* fragment : {__VA_ARGS__})                                         \
+        EXPECT_NE(std::string(error.what()).find(fragment), std::string::npos)           \
+            << "message '" << error.what() << "' lacks '" << fragment << "'";            \
+    }                                                                                    \
+  } while (0)
+
+}  // namespace kvforge::testing
