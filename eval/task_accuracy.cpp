@@ -7,8 +7,31 @@
 
 #include "eval/tasks/task.h"
 #include "runtime/generate.h"
+#include "runtime/input_error.h"
 
 namespace kvforge {
+
+void validate_task_accuracy_options(const TaskAccuracyOptions& options, const Tokenizer& tokenizer) {
+  const tasks::TokenCounter count = [&](const std::string& text) {
+    return static_cast<int64_t>(tokenizer.encode(text, true).size());
+  };
+  if (!options.tasks.empty() && (options.lengths.empty() || options.samples < 1))
+    fail_input("recipe", "eval", "expected eval.lengths and eval.samples >= 1 when eval.tasks is set");
+  for (const std::string& task : options.tasks) {
+    for (int64_t length : options.lengths) {
+      tasks::TaskSpec spec;
+      spec.task = task;
+      spec.target_tokens = length;
+      spec.seed = options.seed;
+      spec.arithmetic_steps = options.arithmetic_steps;
+      try {
+        tasks::generate(spec, count);
+      } catch (const std::invalid_argument& error) {
+        fail_input("recipe", "eval.tasks/eval.lengths", error.what());
+      }
+    }
+  }
+}
 
 std::vector<TaskAccuracy> evaluate_task_accuracy(Transformer& model, const Tokenizer& tokenizer,
                                                  const TaskAccuracyOptions& options) {

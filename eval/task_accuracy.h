@@ -26,6 +26,10 @@ struct TaskAccuracyOptions {
   std::vector<int64_t> eos_token_ids;
 };
 
+// Draws one sample per task and length, so an unknown task or a length below a task's minimal prompt
+// is an InputError (naming the recipe's eval fields) before any work is spent.
+void validate_task_accuracy_options(const TaskAccuracyOptions& options, const Tokenizer& tokenizer);
+
 std::vector<TaskAccuracy> evaluate_task_accuracy(Transformer& model, const Tokenizer& tokenizer,
                                                  const TaskAccuracyOptions& options);
 

@@ -336,8 +336,8 @@ PickedNode pick_node(OrderedJson& root, std::mt19937_64& rng) {
 // the code that runs on a tokenizer that passed them.
 std::string mutate_json_values(OrderedJson root, std::mt19937_64& rng) {
   static const OrderedJson kValues = OrderedJson::parse(R"json([null, true, false, 0, -1, 14, 15, 16, 17, 300,
-      2097152, 1e308, "", "a", "ab", "a b", "\u0120 a", "<|endoftext|>", "<unk>", "\\s*", "(", "\\K",
-      "(?=a)", "\\p{L}*", "a|", "\\C", "NFC", "NFKD", "Sequence", "Split", "Digits", "ByteLevel", "TemplateProcessing",
+      2097152, 1e308, "", "a", "ab", "a b", "\u0120 a", "<|endoftext|>", "<unk>", "\\s*", "(", "\\K", "(?=a)",
+      "\\p{L}*", "a|", "\\C", "NFC", "NFKD", "Sequence", "Split", "Digits", "ByteLevel", "TemplateProcessing",
       "Removed", "Contiguous", "MergedWithPrevious", "MergedWithNext", "A", "B", "\u0301", "\u00e9", [], {},
       ["a", "b"], {"type": "NFD"}, {"SpecialToken": {"id": "<|endoftext|>"}}, {"Sequence": {"id": "A"}}])json");
   const int edits = 1 + static_cast<int>(rng() % 3);
@@ -390,48 +390,19 @@ int main(int argc, char** argv) {
   if (config_seeds.empty())
     config_seeds.push_back(R"({"model_type":"llama","vocab_size":8,"hidden_size":8,)"
                            R"("intermediate_size":8,"num_hidden_layers":1,"num_attention_heads":2})");
-  const Dictionary json_words = {"0",
-                                 "-1",
-                                 "18446744073709551615",
-                                 "9223372036854775807",
-                                 "1e308",
-                                 "null",
-                                 "[]",
-                                 "{}",
-                                 "\"\"",
-                                 "true",
-                                 "\"F64\"",
-                                 "\"BOOL\"",
-                                 ",",
-                                 ":",
-                                 "\"",
-                                 "[0,0]",
-                                 "4294967296"};
+  // clang-format off
+  const Dictionary json_words = {"0", "-1", "18446744073709551615", "9223372036854775807", "1e308", "null", "[]",
+                                 "{}", "\"\"", "true", "\"F64\"", "\"BOOL\"", ",", ":", "\"", "[0,0]", "4294967296"};
   Dictionary tokenizer_words = json_words;
-  tokenizer_words.insert(tokenizer_words.end(),
-                         {"2097152", "\"Sequence\"", "\"NFD\"", "\"NFKC\"", "\"ByteLevel\"", "\"Split\"", "\"Digits\"",
-                          "\"Removed\"", "\"Contiguous\"", "\"MergedWithPrevious\"", "\"(\"", "\"\\\\s*\"", "\"\\\\K\"",
-                          "\"\\u0301\"", "\"\\u00e9\"", "\"a b\"", "[\"a\",\"b\"]", "{\"type\":\"NFC\"}"});
-  const Dictionary text_words = {"\u00e9",
-                                 "e\u0301",
-                                 "\u212b",
-                                 "\ufb01",
-                                 "\U0001F600",
-                                 "\xf0\x9f",
-                                 "\xff",
-                                 "\xed\xa0\x80",
-                                 "\xc0\xaf",
-                                 "<|endoftext|>",
-                                 "<|im_start|>",
-                                 "qq",
-                                 " ",
-                                 "\n",
-                                 "\r\n",
-                                 "\u00a0",
-                                 "'s",
-                                 "123",
-                                 "the",
-                                 std::string(1, '\0')};
+  tokenizer_words.insert(tokenizer_words.end(), {"2097152", "\"Sequence\"", "\"NFD\"", "\"NFKC\"", "\"ByteLevel\"",
+                         "\"Split\"", "\"Digits\"", "\"Removed\"", "\"Contiguous\"", "\"MergedWithPrevious\"", "\"(\"",
+                         "\"\\\\s*\"", "\"\\\\K\"", "\"\\\\C\"", "\"\\u0301\"", "\"\\u00e9\"", "\"a b\"",
+                         "[\"a\",\"b\"]", "{\"type\":\"NFC\"}"});
+  // Chars that normalize, invalid UTF-8 (cut, stray, surrogate, overlong), added-token text, whitespace, NUL.
+  const Dictionary text_words = {"\u00e9", "e\u0301", "\u212b", "\ufb01", "\U0001F600", "\xf0\x9f", "\xff",
+                                 "\xed\xa0\x80", "\xc0\xaf", "<|endoftext|>", "<|im_start|>", "qq", " ", "\n", "\r\n",
+                                 "\u00a0", "'s", "123", "the", std::string(1, '\0')};
+  // clang-format on
   const std::vector<std::string> safetensors_seeds = {small_safetensors()};
   const std::vector<std::string> tokenizer_seeds = {small_tokenizer_json()};
   const OrderedJson tokenizer_seed_json = OrderedJson::parse(tokenizer_seeds[0]);

@@ -77,6 +77,8 @@ std::string read_type(const Json& object, const std::string& field, const Source
                      source);
 }
 
+// ---- The sections of tokenizer.json ------------------------------------------------------------------
+
 void read_model(const Json& json, const Source& source, TokenizerData& data) {
   const std::string field = "model";
   require_object(json, field, source);
@@ -423,6 +425,8 @@ std::shared_ptr<const TokenizerData> read_tokenizer_json(const std::string& json
 }
 
 }  // namespace detail
+
+// ---- Writing one: the byte tokenizer ------------------------------------------------------------------
 
 std::string byte_tokenizer_json(const std::vector<std::string>& special_tokens) {
   using Ordered = nlohmann::ordered_json;

@@ -82,8 +82,12 @@ Regex::Regex(const std::string& pattern, const std::string& source_name, const s
   const std::string translated = onig_to_pcre2(pattern);
   int error_code = 0;
   PCRE2_SIZE error_offset = 0;
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
-                                   PCRE2_UTF | PCRE2_UCP, &error_code, &error_offset, nullptr);
+  // PCRE2's \C matches one byte, even inside a multi-byte char (Oniguruma has no such escape). The pieces it cut
+  // would reach later steps as invalid UTF-8, which pcre2_match (told to skip the UTF check) and decode_utf8_char
+  // read past the end of: NEVER_BACKSLASH_C turns such a pattern into a compile error.
+  pcre2_code* code =
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
+                    PCRE2_UTF | PCRE2_UCP | PCRE2_NEVER_BACKSLASH_C, &error_code, &error_offset, nullptr);
   if (code == nullptr) {
     fail_input(source_name, field,
                "regex " + nlohmann::json(pattern).dump() + " does not compile: " + pcre2_message(error_code));

@@ -5,6 +5,7 @@ Usage: python3 scripts/make_parity_fixtures.py OUT_DIR
 Writes OUT_DIR/fixtures.tar.gz holding:
   llama/, llama-sharded/, qwen2/, mistral/   tiny random checkpoints (save_pretrained)
   <model>/reference.safetensors             input ids, fp32 logits, greedy continuations, bf16 CUDA logits
+                                            (scripts/reference_logits.py writes the same for any checkpoint)
   tokenizer-gpt2/, tokenizer-llama3/        byte-level BPE tokenizer.json trained with `tokenizers`
   <tokenizer>/encodings.json                 [{"text", "ids", "decoded"}] for a few hundred strings
 Every weight (norms and biases too) is drawn at random, so a wrong bias, norm or RoPE changes the logits.
@@ -64,9 +65,10 @@ def make_model(root, name):
     model = model_cls(cfg).float().eval()
     randomize(model)
     model.save_pretrained(os.path.join(root, name))
+    ref = write_reference(os.path.join(root, name), model)
     if name == "llama":
         model.save_pretrained(os.path.join(root, "llama-sharded"), max_shard_size="200KB")
-    ref = write_reference(os.path.join(root, name), model)
+        write_reference(os.path.join(root, "llama-sharded"), model)
     print(name, "config:", open(os.path.join(root, name, "config.json")).read())
     print(name, "greedy_a", ref["greedy_a"].tolist(), "logits std", ref["logits"].std().item())
 

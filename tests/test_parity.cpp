@@ -1,9 +1,14 @@
 // Parity with Hugging Face transformers: logits and greedy continuations written by
 // scripts/make_parity_fixtures.py for tiny random Llama (llama3 RoPE), Qwen2 (biases, tied
-// embeddings, linear RoPE) and Mistral (explicit head_dim, sliding window) checkpoints.
+// embeddings, linear RoPE) and Mistral (explicit head_dim, sliding window) checkpoints, and by
+// scripts/reference_logits.py for the committed base models (models/*/reference.safetensors) and
+// any directories listed in KVFORGE_EXTRA_PARITY (colon-separated).
 #include <gtest/gtest.h>
 
+#include <cctype>
+#include <cstdlib>
 #include <filesystem>
+#include <sstream>
 #include <torch/cuda.h>
 #include <torch/utils.h>
 
@@ -27,8 +32,30 @@ struct Reference {
   }
 };
 
-Reference reference_of(const std::string& model) {
-  return {SafetensorsFile::open(fixture(model + "/reference.safetensors"))};
+Reference reference_of(const std::string& model_dir) {
+  return {SafetensorsFile::open(model_dir + "/reference.safetensors")};
+}
+
+std::vector<std::string> parity_dirs() {
+  std::vector<std::string> dirs;
+  for (const char* name : {"llama", "llama-sharded", "qwen2", "mistral"}) dirs.push_back(fixture(name));
+  const std::filesystem::path models = fixture("../../models");
+  if (std::filesystem::is_directory(models))
+    for (const auto& entry : std::filesystem::directory_iterator(models))
+      if (std::filesystem::exists(entry.path() / "reference.safetensors")) dirs.push_back(entry.path().string());
+  if (const char* extra = std::getenv("KVFORGE_EXTRA_PARITY")) {
+    std::stringstream list(extra);
+    for (std::string dir; std::getline(list, dir, ':');)
+      if (!dir.empty()) dirs.push_back(dir);
+  }
+  return dirs;
+}
+
+std::string parity_name(const ::testing::TestParamInfo<std::string>& info) {
+  std::string name = std::filesystem::path(info.param).filename().string();
+  for (char& c : name)
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  return name + "_" + std::to_string(info.index);
 }
 
 at::Tensor full_logits(Transformer& model, const at::Tensor& input_ids) {
@@ -47,19 +74,18 @@ std::vector<int64_t> greedy(Transformer& model, const std::vector<int64_t>& prom
 class Parity : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Parity, Float32LogitsMatchTransformers) {
-  // The sharded copy of llama must give exactly llama's reference.
-  const std::string name = GetParam();
-  const Reference ref = reference_of(name == "llama-sharded" ? "llama" : name);
-  LoadedModel loaded = load_model(fixture(name), at::kCPU, at::kFloat);
+  const std::string dir = GetParam();
+  const Reference ref = reference_of(dir);
+  LoadedModel loaded = load_model(dir, at::kCPU, at::kFloat);
   at::Tensor logits = full_logits(loaded.model, ref.get("input_ids"));
   const double max_error = (logits - ref.get("logits")).abs().max().item<double>();
-  EXPECT_LE(max_error, 1e-4) << name;
+  EXPECT_LE(max_error, 1e-4) << dir;
 }
 
 TEST_P(Parity, GreedyContinuationsMatchTokenForToken) {
-  const std::string name = GetParam();
-  const Reference ref = reference_of(name == "llama-sharded" ? "llama" : name);
-  LoadedModel loaded = load_model(fixture(name), at::kCPU, at::kFloat);
+  const std::string dir = GetParam();
+  const Reference ref = reference_of(dir);
+  LoadedModel loaded = load_model(dir, at::kCPU, at::kFloat);
   const auto prompt_a = ref.ids("prompt_a"), prompt_b = ref.ids("prompt_b");
   const auto expected_a = ref.ids("greedy_a"), expected_b = ref.ids("greedy_b");
   EXPECT_EQ(greedy(loaded.model, prompt_a, 16), expected_a);
@@ -74,29 +100,33 @@ TEST_P(Parity, GreedyContinuationsMatchTokenForToken) {
 
 TEST_P(Parity, Bfloat16OnGpuWithinBf16Tolerance) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (CI has none; run on the GPU machine)";
-  const std::string name = GetParam();
-  const Reference ref = reference_of(name == "llama-sharded" ? "llama" : name);
-  LoadedModel loaded = load_model(fixture(name), at::Device(at::kCUDA, 0), at::kBFloat16);
+  const std::string dir = GetParam();
+  const std::string name = std::filesystem::path(dir).filename().string();
+  const Reference ref = reference_of(dir);
+  LoadedModel loaded = load_model(dir, at::Device(at::kCUDA, 0), at::kBFloat16);
   at::Tensor logits = full_logits(loaded.model, ref.get("input_ids"));
   at::Tensor expected = ref.get("logits");
   const double relative = ((logits - expected).norm() / expected.norm()).item<double>();
-  EXPECT_LT(relative, 2e-2) << name;  // bf16 weights and activations, two layers
+  // bf16's own error grows with depth: allow what transformers itself shows in bf16, or 2%.
+  double allowed = 2e-2;
   if (ref.file.find("logits_bf16_cuda") != nullptr) {
     at::Tensor hf_bf16 = ref.get("logits_bf16_cuda");
-    const double versus_hf = ((logits - hf_bf16).norm() / hf_bf16.norm()).item<double>();
     const double hf_error = ((hf_bf16 - expected).norm() / expected.norm()).item<double>();
+    const double versus_hf = ((logits - hf_bf16).norm() / hf_bf16.norm()).item<double>();
+    allowed = std::max(allowed, 1.5 * hf_error);
     std::cout << "[ parity ] " << name << " bf16 CUDA: rel. error vs fp32 reference " << relative
               << " (transformers bf16: " << hf_error << "), vs transformers bf16 " << versus_hf << "\n";
-    EXPECT_LT(versus_hf, 2e-2);
+    EXPECT_LT(versus_hf, allowed) << name;
   }
+  EXPECT_LT(relative, allowed) << name;
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, Parity, ::testing::Values("llama", "llama-sharded", "qwen2", "mistral"));
+INSTANTIATE_TEST_SUITE_P(Checkpoints, Parity, ::testing::ValuesIn(parity_dirs()), parity_name);
 
 // The parity tests above must be able to fail: a model with one detail wrong misses the reference.
 TEST(ParitySensitivity, WrongBiasRopeOrWindowBreaksParity) {
   auto error_of = [](LoadedModel& loaded, const std::string& name) {
-    const Reference ref = reference_of(name);
+    const Reference ref = reference_of(fixture(name));
     return (full_logits(loaded.model, ref.get("input_ids")) - ref.get("logits")).abs().max().item<double>();
   };
   {

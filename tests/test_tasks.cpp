@@ -141,6 +141,20 @@ TEST(TaskErrors, EveryHaystackTaskRejectsATinyTarget) {
   }
 }
 
+TEST(TaskErrors, GrowToMinimumGivesTheMinimalPromptInstead) {
+  for (const auto& name : task_names()) {
+    TaskSpec spec;
+    spec.task = name;
+    spec.target_tokens = 20;
+    spec.seed = 5;
+    spec.grow_to_minimum = true;
+    const Sample sample = generate(spec, kCoarse).front();
+    EXPECT_GT(sample.prompt_tokens, 20) << name;
+    EXPECT_EQ(score(sample, sample.target), 1.0) << name;
+    if (name != "arithmetic") EXPECT_EQ(count_noise(sample.prompt), 0) << name;
+  }
+}
+
 TEST(TaskErrors, KnobsOutOfRangeThrow) {
   auto spec_with = [](auto change) {
     TaskSpec spec{"passkey", 1000, 42, 1};

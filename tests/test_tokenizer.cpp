@@ -268,6 +268,16 @@ TEST(PreTokenizer, SplitsDigitsIndividuallyOrInRuns) {
   }
 }
 
+TEST(PreTokenizer, RejectsTheOneByteEscapeThatWouldCutChars) {
+  // PCRE2's \C matches one byte of a multi-byte char, handing later steps invalid UTF-8 (found while extending
+  // fuzz_parsers); Oniguruma, and so HF, rejects it too.
+  const Json cut = {{"type", "Split"}, {"pattern", {{"Regex", "\\C{17}"}}}, {"behavior", "Isolated"}};
+  const Json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}};
+  const Json steps = {{"type", "Sequence"}, {"pretokenizers", Json::array({cut, byte_level})}};
+  EXPECT_INPUT_ERROR(Tokenizer::from_json_text(piece_revealing_json(steps, {}).dump(), "cut.json"), "cut.json",
+                     "pre_tokenizer.pretokenizers[0].pattern.Regex", "does not compile");
+}
+
 TEST(AddedTokens, HonourSingleWordLstripAndRstrip) {
   const Json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}};
   Json root = piece_revealing_json(byte_level, {});
@@ -519,7 +529,7 @@ Tokenizer gpt2_with_normalizer(const Json& normalizer, const Json& extra_added_t
   return Tokenizer::from_json_text(root.dump(), "normalizer.json");
 }
 
-TEST(Normalizer, NfcEncodesACombiningAccentAsThePrecomposedChar) {
+TEST(NormalizingTokenizer, NfcEncodesACombiningAccentAsThePrecomposedChar) {
   const Tokenizer nfc = gpt2_with_normalizer({{"type", "NFC"}});
   const Tokenizer plain = fixture_tokenizer("tokenizer-gpt2");
   EXPECT_EQ(nfc.encode("e\u0301"), nfc.encode("\u00e9"));
@@ -530,7 +540,7 @@ TEST(Normalizer, NfcEncodesACombiningAccentAsThePrecomposedChar) {
   EXPECT_EQ(nfc.encode(std::string("e\u0301\0e\u0301", 7)), plain.encode(std::string("\u00e9\0\u00e9", 5)));
 }
 
-TEST(Normalizer, GivesHuggingFaceIdsInEachForm) {
+TEST(NormalizingTokenizer, GivesHuggingFaceIdsInEachForm) {
   const std::string text = "Cafe\u0301 \u212b \ufb01 x\u0323\u0307 \u1e0b\u0323";
   const Json nfkd_then_nfc = {{"type", "Sequence"}, {"normalizers", {{{"type", "NFKD"}}, {{"type", "NFC"}}}}};
   const std::vector<std::pair<Json, std::vector<int64_t>>> cases = {
@@ -550,7 +560,7 @@ TEST(Normalizer, GivesHuggingFaceIdsInEachForm) {
   }
 }
 
-TEST(Normalizer, LeavesNonNormalizedAddedTokensRawAndMatchesNormalizedOnesNormalized) {
+TEST(NormalizingTokenizer, LeavesNonNormalizedAddedTokensRawAndMatchesNormalizedOnesNormalized) {
   // As HF: "e\u0301x" (normalized: false) is found in the raw text only; U+212B ANGSTROM SIGN (normalized: true)
   // is matched as its NFC form U+00C5, so both spellings find it.
   const Json added = Json::array({

@@ -66,6 +66,7 @@ TokenBatch make_task_batch(const TaskMixture& mixture, const Tokenizer& tokenize
     spec.seed = mix_seed({seed, 2});
     spec.count = 1;
     spec.arithmetic_steps = mixture.arithmetic_steps;
+    spec.grow_to_minimum = true;
     tasks::Sample sample = tasks::generate(spec, count).front();
     std::vector<int64_t> ids = tokenizer.encode(sample.prompt, /*add_special_tokens=*/true);
     answer_starts.push_back(static_cast<int64_t>(ids.size()));

@@ -47,6 +47,9 @@ struct TaskSpec {
   int64_t num_chains = 1;        // variable_tracking: chains; the first is queried, the others distract
   int64_t num_hops = 4;          // variable_tracking: assignments after the first, so num_hops + 1 names a chain
   int64_t arithmetic_steps = 3;  // arithmetic: binary operations in the expression
+  // A target_tokens below the task's minimal prompt gives that minimal prompt instead of an error
+  // (training mixtures draw lengths at random across tasks whose minimal prompts differ).
+  bool grow_to_minimum = false;
 };
 
 // Tokens of a string in the caller's tokenizer. It may be expensive: generate() calls it O(log n) times per

@@ -64,6 +64,7 @@ PretrainResult run_pretrain(const PretrainConfig& config, DataParallel* parallel
   const bool main_rank = parallel == nullptr || parallel->is_main();
   const std::string tokenizer_json = byte_tokenizer_json({"<|endoftext|>", "<|pad|>"});
   const Tokenizer tokenizer = Tokenizer::from_json_text(tokenizer_json, "byte tokenizer");
+  validate_task_accuracy_options(config.eval, tokenizer);  // before training, not after it
 
   Transformer model(config.model, at::TensorOptions().device(config.device).dtype(at::kFloat));
   initialize_weights(model, config.init_seed);
