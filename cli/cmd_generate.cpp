@@ -40,16 +40,7 @@ struct GenerateArgs {
 
 void run_generate(const GenerateArgs& args) {
   Recipe recipe(generate_schema());
-  for (size_t i = 0; i < args.positional.size(); ++i) {
-    const std::string& arg = args.positional[i];
-    if (arg.find('=') != std::string::npos) {
-      recipe.apply_override(arg);
-    } else if (i == 0) {
-      recipe.load_file(arg);
-    } else {
-      fail_input("command line", arg, "expected key=value (only the first argument may be a recipe file)");
-    }
-  }
+  recipe.apply_arguments(args.positional);
   if (!args.model.empty()) recipe.set("model", YAML::Node(args.model), "--model");
   if (!args.prompts.empty()) recipe.set("prompts", YAML::Node(args.prompts), "--prompt");
   if (args.max_new_tokens >= 0) recipe.set("max_new_tokens", YAML::Node(args.max_new_tokens), "--max-new-tokens");

@@ -83,16 +83,7 @@ struct PretrainArgs {
 
 void run_pretrain_command(const PretrainArgs& args) {
   Recipe recipe(pretrain_schema());
-  for (size_t i = 0; i < args.positional.size(); ++i) {
-    const std::string& arg = args.positional[i];
-    if (arg.find('=') != std::string::npos) {
-      recipe.apply_override(arg);
-    } else if (i == 0) {
-      recipe.load_file(arg);
-    } else {
-      fail_input("command line", arg, "expected key=value (only the first argument may be a recipe file)");
-    }
-  }
+  recipe.apply_arguments(args.positional);
   const DistributedEnv env = read_distributed_env();
   std::string device_name = recipe.get_string("device");
   if (env.world_size > 1 && device_name == "auto" && torch::cuda::is_available())

@@ -102,6 +102,19 @@ void Recipe::apply_override(const std::string& assignment) {
   set(assignment.substr(0, equals), value, "command line");
 }
 
+void Recipe::apply_arguments(const std::vector<std::string>& arguments) {
+  for (size_t i = 0; i < arguments.size(); ++i) {
+    const std::string& argument = arguments[i];
+    if (argument.find('=') != std::string::npos) {
+      apply_override(argument);
+    } else if (i == 0) {
+      load_file(argument);
+    } else {
+      fail_input("command line", argument, "expected key=value (only the first argument may be a recipe file)");
+    }
+  }
+}
+
 void Recipe::set(const std::string& path, const YAML::Node& value, const std::string& origin) {
   check_known(path, origin);
   values_[path] = {YAML::Clone(value), origin};

@@ -23,6 +23,8 @@ class Recipe {
   void load_file(const std::string& path);
   // "a.b=value", the value parsed as YAML (so lists like [x, y] work).
   void apply_override(const std::string& assignment);
+  // A command's positional arguments: an optional recipe file first, then key=value overrides.
+  void apply_arguments(const std::vector<std::string>& arguments);
   // Sets a key from code (e.g. a CLI flag), with `origin` naming it in errors.
   void set(const std::string& path, const YAML::Node& value, const std::string& origin);
 

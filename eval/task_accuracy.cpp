@@ -10,22 +10,32 @@
 #include "runtime/input_error.h"
 
 namespace kvforge {
+namespace {
+
+tasks::TokenCounter token_counter(const Tokenizer& tokenizer) {
+  return [&tokenizer](const std::string& text) { return static_cast<int64_t>(tokenizer.encode(text, true).size()); };
+}
+
+tasks::TaskSpec spec_for(const TaskAccuracyOptions& options, const std::string& task, int64_t length, int64_t count) {
+  tasks::TaskSpec spec;
+  spec.task = task;
+  spec.target_tokens = length;
+  spec.seed = options.seed;
+  spec.count = count;
+  spec.arithmetic_steps = options.arithmetic_steps;
+  return spec;
+}
+
+}  // namespace
 
 void validate_task_accuracy_options(const TaskAccuracyOptions& options, const Tokenizer& tokenizer) {
-  const tasks::TokenCounter count = [&](const std::string& text) {
-    return static_cast<int64_t>(tokenizer.encode(text, true).size());
-  };
+  const tasks::TokenCounter count = token_counter(tokenizer);
   if (!options.tasks.empty() && (options.lengths.empty() || options.samples < 1))
     fail_input("recipe", "eval", "expected eval.lengths and eval.samples >= 1 when eval.tasks is set");
   for (const std::string& task : options.tasks) {
     for (int64_t length : options.lengths) {
-      tasks::TaskSpec spec;
-      spec.task = task;
-      spec.target_tokens = length;
-      spec.seed = options.seed;
-      spec.arithmetic_steps = options.arithmetic_steps;
       try {
-        tasks::generate(spec, count);
+        tasks::generate(spec_for(options, task, length, 1), count);
       } catch (const std::invalid_argument& error) {
         fail_input("recipe", "eval.tasks/eval.lengths", error.what());
       }
@@ -35,19 +45,11 @@ void validate_task_accuracy_options(const TaskAccuracyOptions& options, const To
 
 std::vector<TaskAccuracy> evaluate_task_accuracy(Transformer& model, const Tokenizer& tokenizer,
                                                  const TaskAccuracyOptions& options) {
-  const tasks::TokenCounter count = [&](const std::string& text) {
-    return static_cast<int64_t>(tokenizer.encode(text, true).size());
-  };
+  const tasks::TokenCounter count = token_counter(tokenizer);
   std::vector<TaskAccuracy> results;
   for (const std::string& task : options.tasks) {
     for (int64_t length : options.lengths) {
-      tasks::TaskSpec spec;
-      spec.task = task;
-      spec.target_tokens = length;
-      spec.seed = options.seed;
-      spec.count = options.samples;
-      spec.arithmetic_steps = options.arithmetic_steps;
-      const std::vector<tasks::Sample> samples = tasks::generate(spec, count);
+      const std::vector<tasks::Sample> samples = tasks::generate(spec_for(options, task, length, options.samples), count);
       double total = 0.0;
       for (size_t first = 0; first < samples.size(); first += options.batch_size) {
         const size_t last = std::min(samples.size(), first + static_cast<size_t>(options.batch_size));

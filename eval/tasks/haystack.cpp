@@ -56,6 +56,10 @@ int64_t draw_place(Rng& rng) { return rng.uniform_int(0, kPlaceResolution); }
 
 int64_t slot_at_place(int64_t place, int64_t units) { return place * units / kPlaceResolution; }
 
+LengthPolicy haystack_policy(const TaskSpec& spec) {
+  return spec.grow_to_minimum ? LengthPolicy::kPadIfRoom : LengthPolicy::kRequireFit;
+}
+
 FittedPrompt fit_to_length(const PromptBuilder& build, const TokenCounter& count_tokens, int64_t target_tokens,
                            LengthPolicy policy, const std::string& task) {
   FittedPrompt best;

@@ -47,6 +47,9 @@ enum class LengthPolicy {
   kPadIfRoom,   // return build(0) as it is if it exceeds the budget
 };
 
+// kRequireFit, unless the spec asks to grow a too-small target to the minimal prompt.
+LengthPolicy haystack_policy(const TaskSpec& spec);
+
 struct FittedPrompt {
   int64_t units = 0;
   std::string prompt;

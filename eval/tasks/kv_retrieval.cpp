@@ -64,8 +64,7 @@ Sample make_kv_retrieval(const TaskSpec& spec, Rng& rng, const TokenCounter& cou
     return "Extract the value corresponding to the specified key in the JSON object below.\n\nJSON data:\n" + json +
            "\n\nKey: \"" + query.key + "\"\nThe value associated with the specified key is:";
   };
-  FittedPrompt fitted = fit_to_length(build, count_tokens, spec.target_tokens,
-                                     spec.grow_to_minimum ? LengthPolicy::kPadIfRoom : LengthPolicy::kRequireFit, spec.task);
+  FittedPrompt fitted = fit_to_length(build, count_tokens, spec.target_tokens, haystack_policy(spec), spec.task);
 
   Sample sample;
   sample.task = spec.task;

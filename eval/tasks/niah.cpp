@@ -75,8 +75,7 @@ Sample assemble(const TaskSpec& spec, Rng& rng, const TokenCounter& count_tokens
   auto build = [&](int64_t sentences) {
     return intro + "\n" + weave_noise(sentences, insertions_for(sentences)) + "\n" + question;
   };
-  FittedPrompt fitted = fit_to_length(build, count_tokens, spec.target_tokens,
-                                     spec.grow_to_minimum ? LengthPolicy::kPadIfRoom : LengthPolicy::kRequireFit, spec.task);
+  FittedPrompt fitted = fit_to_length(build, count_tokens, spec.target_tokens, haystack_policy(spec), spec.task);
 
   std::vector<size_t> order = answer_needles;
   if (answers_in_text_order) {

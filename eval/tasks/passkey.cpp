@@ -19,8 +19,7 @@ Sample make_passkey(const TaskSpec& spec, Rng& rng, const TokenCounter& count_to
   auto build = [&](int64_t sentences) {
     return intro + "\n" + weave_noise(sentences, {{slot_at_depth(depth, sentences), needle}}) + "\n" + question;
   };
-  FittedPrompt fitted = fit_to_length(build, count_tokens, spec.target_tokens,
-                                     spec.grow_to_minimum ? LengthPolicy::kPadIfRoom : LengthPolicy::kRequireFit, spec.task);
+  FittedPrompt fitted = fit_to_length(build, count_tokens, spec.target_tokens, haystack_policy(spec), spec.task);
 
   Sample sample;
   sample.task = spec.task;

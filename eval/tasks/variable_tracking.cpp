@@ -59,8 +59,7 @@ Sample make_variable_tracking(const TaskSpec& spec, Rng& rng, const TokenCounter
            "above, " + std::to_string(names_per_chain) + " variables are assigned the value " + values[0] +
            ", they are:";
   };
-  FittedPrompt fitted = fit_to_length(build, count_tokens, spec.target_tokens,
-                                     spec.grow_to_minimum ? LengthPolicy::kPadIfRoom : LengthPolicy::kRequireFit, spec.task);
+  FittedPrompt fitted = fit_to_length(build, count_tokens, spec.target_tokens, haystack_policy(spec), spec.task);
 
   Sample sample;
   sample.task = spec.task;
