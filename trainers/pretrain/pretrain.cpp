@@ -29,7 +29,9 @@ class PretrainObjective : public TrainingObjective {
     const at::Device device = config_.device;
     at::Tensor logits = model_->forward(batch.input_ids.to(device), batch.positions.to(device), /*cache=*/nullptr,
                                         /*last_only=*/false, /*causal_prefix=*/true);
-    return {next_token_loss(logits, batch.labels), batch.input_ids.numel(), {}};
+    // Tokens processed, padding excluded (the tokens/s people compare across runs).
+    const int64_t tokens = (batch.positions >= 0).sum().item<int64_t>();
+    return {next_token_loss(logits, batch.labels), tokens, {}};
   }
 
  private:
