@@ -26,7 +26,7 @@ fi
 ldd .carry/kvforge_tests | grep "not found"
 if [ "$probe_steps" -gt 0 ]; then
   .carry/kvforge pretrain recipes/small-base-gpu.yaml train.steps="$probe_steps" train.log_every=10 \
-    train.checkpoint_every=20 out=/tmp/probe eval.samples=4 eval.lengths=[512] 2>&1 | tail -8
+    train.checkpoint_every=20 out=/tmp/probe eval.samples=4 eval.lengths=[1024] 2>&1 | tail -8
   python3 scripts/reference_logits.py /tmp/probe/model 2>&1 | tail -1
   export KVFORGE_EXTRA_PARITY=/tmp/probe/model
 fi
@@ -34,3 +34,8 @@ fi
 grep -E "\[ parity \]|FAILED|PASSED|SKIPPED \] [0-9]" "$out/tests.log"
 compute-sanitizer --tool memcheck .carry/kvforge_tests --gtest_filter='*RmsNormGpu*:*Bfloat16OnGpu*:*CausalPrefix*' 2>&1 | tail -2
 .carry/kvforge generate --model tests/fixtures/llama --device cuda --max-new-tokens 64 --prompt "The pass key" --prompt "hi" | tail -1
+# torchrun's environment (agent-hosted store, RANK/WORLD_SIZE/...) reaches the binary intact.
+if command -v torchrun >/dev/null; then
+  torchrun --no-python --nproc-per-node 1 .carry/kvforge pretrain recipes/tiny-base.yaml device=cuda train.steps=20 \
+    train.log_every=10 eval.tasks=[] out=/tmp/torchrun-check 2>&1 | grep -E "pretraining|trained|error"
+fi
