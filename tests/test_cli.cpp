@@ -42,6 +42,16 @@ TEST(Cli, GenerateGreedyMatchesReferenceTokensAndReportsSpeed) {
   EXPECT_NE(run.output.find("time to first token"), std::string::npos) << run.output;
 }
 
+// The committed GPU base model finds a pass key on the CPU: loading, tokenizer, prefill over ~700
+// tokens and cached decode all have to be right for the digits to come out.
+TEST(Cli, CommittedBaseModelRetrievesThePassKey) {
+  CommandRun run = run_kvforge("generate " + fixture("../../recipes/generate-passkey.yaml") + " device=cpu model=" +
+                               fixture("../../models/small-base-gpu"));
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("The pass key is 59543."), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("finished by eos"), std::string::npos) << run.output;
+}
+
 TEST(Cli, InspectShowsConfigAndTensorTable) {
   CommandRun run = run_kvforge("inspect " + fixture("qwen2"));
   ASSERT_EQ(run.exit_code, 0) << run.output;
