@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 steps="train.steps=60 train.warmup_steps=5"
 [ "${1:-}" = "--full" ] && steps=""
-./build/kvforge inspect models/small-base-gpu | head -12
+./build/kvforge inspect models/small-base-gpu | sed -n '1,12p'  # the config summary (sed reads all: no SIGPIPE)
 ./build/kvforge generate recipes/generate-passkey.yaml device=cpu
 # shellcheck disable=SC2086
 ./build/kvforge pretrain recipes/tiny-base.yaml out=runs/quickstart-tiny $steps eval.lengths=[256] eval.samples=8
