@@ -142,6 +142,7 @@ void run_pretrain_command(const PretrainArgs& args) {
   config.eval.lengths = int_list(recipe, "eval.lengths");
   config.eval.samples = recipe.get_int("eval.samples");
 
+  validate(config);  // bad input gives one error line before anything is printed or written
   DataParallel parallel(env, device);
   if (parallel.is_main()) {
     std::filesystem::create_directories(config.out_dir);

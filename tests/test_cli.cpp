@@ -88,6 +88,11 @@ TEST(Cli, BadInputGivesOneClearLine) {
   expect_one_line_error(run_kvforge("generate " + dir + "/bad.yaml"), {"bad.yaml", "malformed YAML"});
   expect_one_line_error(run_kvforge("generate --model " + fixture("llama") + " --prompt hi device=tpu"),
                         {"device", "tpu"});
+  // An eval length below a task's minimal prompt is refused before any training, not after it.
+  expect_one_line_error(run_kvforge("pretrain " + fixture("../../recipes/tiny-base.yaml") + " eval.lengths=[100] out=" +
+                                    dir + "/never"),
+                        {"eval.tasks/eval.lengths", "passkey", "minimum"});
+  EXPECT_FALSE(std::filesystem::exists(dir + "/never/metrics.jsonl"));
 }
 
 }  // namespace

@@ -61,12 +61,23 @@ ModelConfig make_byte_model_config(int64_t hidden_size, int64_t intermediate_siz
   return ModelConfig::from_json(json, "recipe (model.*)");
 }
 
-PretrainResult run_pretrain(const PretrainConfig& config, DataParallel* parallel) {
+namespace {
+
+std::string pretrain_tokenizer_json() { return byte_tokenizer_json({"<|endoftext|>", "<|pad|>"}); }
+
+}  // namespace
+
+void validate(const PretrainConfig& config) {
   validate(config.data);
+  const Tokenizer tokenizer = Tokenizer::from_json_text(pretrain_tokenizer_json(), "byte tokenizer");
+  validate_task_accuracy_options(config.eval, tokenizer);
+}
+
+PretrainResult run_pretrain(const PretrainConfig& config, DataParallel* parallel) {
+  validate(config);  // before training, not after it
   const bool main_rank = parallel == nullptr || parallel->is_main();
-  const std::string tokenizer_json = byte_tokenizer_json({"<|endoftext|>", "<|pad|>"});
+  const std::string tokenizer_json = pretrain_tokenizer_json();
   const Tokenizer tokenizer = Tokenizer::from_json_text(tokenizer_json, "byte tokenizer");
-  validate_task_accuracy_options(config.eval, tokenizer);  // before training, not after it
 
   Transformer model(config.model, at::TensorOptions().device(config.device).dtype(at::kFloat));
   initialize_weights(model, config.init_seed);

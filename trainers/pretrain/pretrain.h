@@ -45,6 +45,10 @@ ModelConfig make_byte_model_config(int64_t hidden_size, int64_t intermediate_siz
                                    int64_t num_heads, int64_t num_kv_heads, int64_t max_position_embeddings,
                                    double rope_theta);
 
+// Checks the data mixture and the eval tasks/lengths (an InputError naming the recipe field), so a
+// command can refuse bad input before it prints or writes anything. run_pretrain() calls it too.
+void validate(const PretrainConfig& config);
+
 PretrainResult run_pretrain(const PretrainConfig& config, DataParallel* parallel);
 
 }  // namespace kvforge
