@@ -13,6 +13,6 @@ run=/tmp/device-pretrain
 nvidia-smi --query-gpu=name --format=csv,noheader
 /usr/bin/time -f "wall %e s, peak RSS %M KiB" .carry/kvforge pretrain "$recipe" out=$run "$@" 2>&1 | tail -25
 python3 scripts/reference_logits.py $run/model 2>&1 | tail -1
-KVFORGE_EXTRA_PARITY=$run/model .carry/kvforge_tests --gtest_filter='Checkpoints/Parity.*model_4*' 2>&1 | grep -E "parity|OK|FAILED"
+KVFORGE_EXTRA_PARITY=$run/model .carry/kvforge_tests --gtest_filter='Checkpoints/Parity.*/model_*' 2>&1 | grep -E "parity|OK|FAILED"
 mkdir -p "$out/model" && cp $run/model/* "$out/model/"
 tar czf "$out/run.tar.gz" -C $run metrics.jsonl accuracy.md recipe.yaml
