@@ -62,20 +62,6 @@ std::vector<RecipeKey> pretrain_schema() {
   };
 }
 
-std::vector<int64_t> int_list(const Recipe& recipe, const std::string& key) {
-  std::vector<int64_t> values;
-  for (const std::string& text : recipe.get_string_list(key)) {
-    try {
-      size_t used = 0;
-      values.push_back(std::stoll(text, &used));
-      if (used != text.size()) throw std::invalid_argument(text);
-    } catch (const std::exception&) {
-      fail_input("recipe", key, "expected a list of integers, got '" + text + "'");
-    }
-  }
-  return values;
-}
-
 struct PretrainArgs {
   std::vector<std::string> positional;
   bool resume = false;
@@ -139,7 +125,7 @@ void run_pretrain_command(const PretrainArgs& args) {
   config.export_dtype = parse_dtype_name(recipe.get_string("export.dtype"), "recipe", "export.dtype");
   config.max_shard_bytes = recipe.get_int("export.max_shard_mb") << 20;
   config.eval.tasks = recipe.get_string_list("eval.tasks");
-  config.eval.lengths = int_list(recipe, "eval.lengths");
+  config.eval.lengths = recipe.get_int_list("eval.lengths");
   config.eval.samples = recipe.get_int("eval.samples");
 
   validate(config);  // bad input gives one error line before anything is printed or written

@@ -160,6 +160,20 @@ std::vector<std::string> Recipe::get_string_list(const std::string& path) const 
   fail_input(value.origin, path, "expected a string or a list of strings");
 }
 
+std::vector<int64_t> Recipe::get_int_list(const std::string& path) const {
+  std::vector<int64_t> values;
+  for (const std::string& text : get_string_list(path)) {
+    try {
+      size_t used = 0;
+      values.push_back(std::stoll(text, &used));
+      if (used != text.size()) throw std::invalid_argument(text);
+    } catch (const std::exception&) {
+      fail_input(value_of(path).origin, path, "expected a list of integers, got '" + text + "'");
+    }
+  }
+  return values;
+}
+
 std::string Recipe::to_yaml() const {
   YAML::Node root(YAML::NodeType::Map);
   for (const RecipeKey& key : schema_) {

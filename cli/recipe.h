@@ -34,6 +34,7 @@ class Recipe {
   double get_double(const std::string& path) const;
   bool get_bool(const std::string& path) const;
   std::vector<std::string> get_string_list(const std::string& path) const;
+  std::vector<int64_t> get_int_list(const std::string& path) const;
 
   // The resolved recipe as YAML (nested), to save next to every output.
   std::string to_yaml() const;

@@ -5,37 +5,18 @@
 #include <map>
 #include <set>
 
+#include "eval/harness.h"
 #include "eval/tasks/task.h"
-#include "runtime/generate.h"
 #include "runtime/input_error.h"
 
 namespace kvforge {
-namespace {
-
-tasks::TokenCounter token_counter(const Tokenizer& tokenizer) {
-  return [&tokenizer](const std::string& text) { return static_cast<int64_t>(tokenizer.encode(text, true).size()); };
-}
-
-tasks::TaskSpec spec_for(const TaskAccuracyOptions& options, const std::string& task, int64_t length, int64_t count) {
-  tasks::TaskSpec spec;
-  spec.task = task;
-  spec.target_tokens = length;
-  spec.seed = options.seed;
-  spec.count = count;
-  spec.arithmetic_steps = options.arithmetic_steps;
-  return spec;
-}
-
-}  // namespace
-
 void validate_task_accuracy_options(const TaskAccuracyOptions& options, const Tokenizer& tokenizer) {
-  const tasks::TokenCounter count = token_counter(tokenizer);
   if (!options.tasks.empty() && (options.lengths.empty() || options.samples < 1))
     fail_input("recipe", "eval", "expected eval.lengths and eval.samples >= 1 when eval.tasks is set");
   for (const std::string& task : options.tasks) {
     for (int64_t length : options.lengths) {
       try {
-        tasks::generate(spec_for(options, task, length, 1), count);
+        eval::draw_samples(tokenizer, task, length, 1, options.seed, options.arithmetic_steps);
       } catch (const std::invalid_argument& error) {
         fail_input("recipe", "eval.tasks/eval.lengths", error.what());
       }
@@ -45,28 +26,14 @@ void validate_task_accuracy_options(const TaskAccuracyOptions& options, const To
 
 std::vector<TaskAccuracy> evaluate_task_accuracy(Transformer& model, const Tokenizer& tokenizer,
                                                  const TaskAccuracyOptions& options) {
-  const tasks::TokenCounter count = token_counter(tokenizer);
   std::vector<TaskAccuracy> results;
   for (const std::string& task : options.tasks) {
     for (int64_t length : options.lengths) {
-      const std::vector<tasks::Sample> samples = tasks::generate(spec_for(options, task, length, options.samples), count);
-      double total = 0.0;
-      for (size_t first = 0; first < samples.size(); first += options.batch_size) {
-        const size_t last = std::min(samples.size(), first + static_cast<size_t>(options.batch_size));
-        std::vector<std::vector<int64_t>> prompts;
-        int64_t longest_answer = 0;
-        for (size_t i = first; i < last; ++i) {
-          prompts.push_back(tokenizer.encode(samples[i].prompt, true));
-          longest_answer = std::max<int64_t>(longest_answer, tokenizer.encode(samples[i].target, false).size());
-        }
-        GenerationOptions generation;
-        generation.max_new_tokens = longest_answer + 8;  // room to stop; greedy, so no seed is involved
-        generation.eos_token_ids = options.eos_token_ids;
-        GenerationResult result = generate(model, prompts, generation);
-        for (size_t i = first; i < last; ++i)
-          total += tasks::score(samples[i], tokenizer.decode(result.sequences[i - first].tokens, true));
-      }
-      results.push_back({task, length, static_cast<int64_t>(samples.size()), total / samples.size()});
+      const std::vector<tasks::Sample> samples =
+          eval::draw_samples(tokenizer, task, length, options.samples, options.seed, options.arithmetic_steps);
+      const eval::CellResult cell =
+          eval::evaluate_cell(model, tokenizer, options.eos_token_ids, samples, /*policy=*/nullptr, options.batch_size);
+      results.push_back({task, length, cell.samples, cell.accuracy});
     }
   }
   return results;

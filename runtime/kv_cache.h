@@ -11,7 +11,12 @@ namespace kvforge {
 struct CachedKV {
   at::Tensor keys;       // [batch, kv_heads, slots, head_dim]
   at::Tensor values;     // [batch, kv_heads, slots, head_dim]
-  at::Tensor positions;  // [batch, slots] int64, -1 where a slot holds no token
+  // [batch, slots] int64, or [batch, kv_heads, slots] when heads keep different tokens; -1 = no token
+  at::Tensor positions;
+  // Streaming attention (sink + recent window) when window_tokens > 0: a query sees keys at positions
+  // below sink_tokens or within window_tokens of its own, so a streaming prefill equals streaming decode.
+  int64_t sink_tokens = 0;
+  int64_t window_tokens = 0;
 };
 
 class KVCache {
@@ -21,7 +26,11 @@ class KVCache {
   // keys, values: [batch, kv_heads, new_tokens, head_dim]; positions: [batch, new_tokens] int64.
   virtual CachedKV update(int64_t layer, const at::Tensor& keys, const at::Tensor& values,
                           const at::Tensor& positions) = 0;
-  // Slots filled in `layer` (the same for every sequence of the batch).
+  // Called once the step's queries have attended to what update() returned, so layouts that choose
+  // tokens by attention (SnapKV, H2O) can score them and evict before the next step.
+  // queries: [batch, heads, new_tokens, head_dim] after RoPE; positions: [batch, new_tokens].
+  virtual void after_attention(int64_t /*layer*/, const at::Tensor& /*queries*/, const at::Tensor& /*positions*/) {}
+  // Slots filled in `layer` (the same for every sequence and head of the batch).
   virtual int64_t length(int64_t layer) const = 0;
   // Bytes of device memory this cache holds for keys and values right now (allocations, not a formula).
   virtual int64_t bytes() const = 0;

@@ -59,8 +59,9 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeAngles& rope, c
                                            /*scale=*/std::nullopt, /*enable_gqa=*/true);
   } else {
     CachedKV kv = cache != nullptr ? cache->update(layer_index, k, v, positions) : CachedKV{k, v, positions};
-    at::Tensor mask = attention_mask(positions, kv.positions, sliding_window);
+    at::Tensor mask = attention_mask(positions, kv.positions, sliding_window, kv.sink_tokens, kv.window_tokens);
     out = grouped_attention(q, kv.keys, kv.values, mask);
+    if (cache != nullptr) cache->after_attention(layer_index, q, positions);
   }
   return o_proj->forward(out.transpose(1, 2).reshape({batch, tokens, num_heads * head_dim}));
 }
@@ -117,13 +118,15 @@ at::Tensor TransformerImpl::forward(const at::Tensor& input_ids, const at::Tenso
   return at::linear(h, output_weight());
 }
 
-at::Tensor attention_mask(const at::Tensor& query_positions, const at::Tensor& key_positions, int64_t sliding_window) {
-  at::Tensor query = query_positions.unsqueeze(2);  // [batch, queries, 1]
-  at::Tensor key = key_positions.unsqueeze(1);      // [batch, 1, keys]
+at::Tensor attention_mask(const at::Tensor& query_positions, const at::Tensor& key_positions, int64_t sliding_window,
+                          int64_t sink_tokens, int64_t window_tokens) {
+  // query: [batch, 1, queries, 1]; key: [batch, 1 or kv_heads, 1, keys]
+  at::Tensor query = query_positions.unsqueeze(1).unsqueeze(3);
+  at::Tensor key = (key_positions.dim() == 2 ? key_positions.unsqueeze(1) : key_positions).unsqueeze(2);
   at::Tensor visible = (key >= 0) & (key <= query);
   if (sliding_window > 0) visible = visible & (query - key < sliding_window);
-  visible = visible | visible.logical_not().all(-1, /*keepdim=*/true);
-  return visible.unsqueeze(1);
+  if (window_tokens > 0) visible = visible & ((query - key < window_tokens) | (key < sink_tokens));
+  return visible | visible.logical_not().all(-1, /*keepdim=*/true);
 }
 
 at::Tensor grouped_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask) {
@@ -134,7 +137,7 @@ at::Tensor grouped_attention(const at::Tensor& q, const at::Tensor& k, const at:
   // matmul broadcasts K/V over the group instead of copying them.
   at::Tensor grouped_q = q.reshape({batch, kv_heads, group, queries, head_dim});
   at::Tensor scores = at::matmul(grouped_q, k.unsqueeze(2).transpose(-1, -2)) * scale;
-  scores = scores.masked_fill(mask.unsqueeze(1).logical_not(), -std::numeric_limits<double>::infinity());
+  scores = scores.masked_fill(mask.unsqueeze(2).logical_not(), -std::numeric_limits<double>::infinity());
   at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
   return at::matmul(probs, v.unsqueeze(2)).reshape({batch, heads, queries, head_dim});
 }

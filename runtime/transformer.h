@@ -95,13 +95,17 @@ struct TransformerImpl : torch::nn::Module {
 };
 TORCH_MODULE(Transformer);
 
-// Boolean attention mask [batch, 1, queries, keys]: key visible iff it holds a token at or before the
-// query's position (and within `sliding_window` of it when > 0). Rows with no visible key (padding
-// queries) see every key, so their throwaway outputs stay finite.
-at::Tensor attention_mask(const at::Tensor& query_positions, const at::Tensor& key_positions, int64_t sliding_window);
+// Boolean attention mask [batch, 1 or kv_heads, queries, keys] from query positions [batch, queries] and
+// key positions [batch, keys] (or [batch, kv_heads, keys]): a key is visible iff it holds a token at or
+// before the query's position, within `sliding_window` of it when > 0, and, when window_tokens > 0,
+// within window_tokens of it or below sink_tokens. Rows with no visible key (padding queries) see every
+// key, so their throwaway outputs stay finite.
+at::Tensor attention_mask(const at::Tensor& query_positions, const at::Tensor& key_positions, int64_t sliding_window,
+                          int64_t sink_tokens = 0, int64_t window_tokens = 0);
 
 // Softmax attention with grouped KV heads, never repeating K/V across a query group.
 // q: [batch, heads, queries, head_dim]; k, v: [batch, kv_heads, keys, head_dim]; mask as above.
+// Query heads h*group .. h*group+group-1 share KV head h.
 at::Tensor grouped_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask);
 
 }  // namespace kvforge

@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
-# The main job on CPU:
-#   1. inspect the committed GPU base model and let it find a pass key in a 700-token haystack;
-#   2. pretrain the tiny base model briefly (recipes/tiny-base.yaml, ~1 minute on 2 cores; pass
-#      --full for the whole recipe) and generate from the Hugging Face checkpoint it writes.
-# The eval step (policies side by side, reports) arrives with the eval issue.
+# The main job on CPU, on the committed tiny base model (models/tiny-base):
+#   1. inspect it and let it answer a pass-key and an arithmetic prompt;
+#   2. evaluate it under the full cache, StreamingLLM and SnapKV at 25% and 50% of the prompt's KV,
+#      on identical passkey and arithmetic samples, and write the report (markdown, JSON, SVG plots).
+# --pretrain first trains a fresh tiny model from scratch (recipes/tiny-base-cpu.yaml, ~4 minutes on 2 cores)
+# and runs the same steps on it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-steps="train.steps=60 train.warmup_steps=5"
-[ "${1:-}" = "--full" ] && steps=""
-./build/kvforge inspect models/small-base-gpu | sed -n '1,12p'  # the config summary (sed reads all: no SIGPIPE)
-./build/kvforge generate recipes/generate-passkey.yaml device=cpu
-# shellcheck disable=SC2086
-./build/kvforge pretrain recipes/tiny-base.yaml out=runs/quickstart-tiny $steps eval.lengths=[256] eval.samples=8
-./build/kvforge generate --model runs/quickstart-tiny/model --device cpu --max-new-tokens 48 \
-  --prompt "Compute 7 + 5. Think step by step, then give the final line as 'Answer: <number>'."$'\n'
-echo "quickstart done: model, metrics.jsonl and accuracy.md are in runs/quickstart-tiny/"
+model=models/tiny-base
+if [ "${1:-}" = "--pretrain" ]; then
+  ./build/kvforge pretrain recipes/tiny-base-cpu.yaml out=runs/quickstart-pretrain
+  model=runs/quickstart-pretrain/model
+fi
+./build/kvforge inspect "$model" | sed -n '1,10p'  # the config summary (sed reads all: no SIGPIPE)
+./build/kvforge generate --model "$model" --device cpu --max-new-tokens 40 \
+  --prompt "There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. I will quiz you about the important information there.
+The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.
+The pass key is 80417. Remember it. 80417 is the pass key.
+The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.
+What is the pass key? The pass key is" \
+  --prompt "Compute (14 + 6) * 3. Think step by step, then give the final line as 'Answer: <number>'."$'\n'
+./build/kvforge eval --model "$model" --device cpu \
+  --policy streaming:budget=0.25 --policy streaming:budget=0.5 --policy snapkv:budget=0.25 --policy snapkv:budget=0.5 \
+  --tasks passkey,arithmetic --lengths 256,512 --samples 50 --out runs/quickstart-eval

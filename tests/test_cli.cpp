@@ -95,5 +95,49 @@ TEST(Cli, BadInputGivesOneClearLine) {
   EXPECT_FALSE(std::filesystem::exists(dir + "/never/metrics.jsonl"));
 }
 
+// kvforge eval end to end on the committed tiny model: policies side by side, the report files, and the
+// numbers in report.json agreeing with what the policies promise.
+TEST(Cli, EvalWritesAReportComparingPolicies) {
+  const std::string out = testing::make_temp_dir("eval");
+  CommandRun run = run_kvforge("eval --model " + fixture("../../models/tiny-base") +
+                               " --policy streaming:budget=0.25 --policy snapkv:budget=0.5 --tasks passkey,arithmetic"
+                               " --lengths 256 --samples 3 --device cpu --out " + out);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  for (const char* file : {"report.md", "report.json", "accuracy_vs_kv.svg", "needle_heatmap-full.svg",
+                           "needle_heatmap-snapkv_budget_0.5.svg"})
+    EXPECT_TRUE(std::filesystem::exists(out + "/" + file)) << file;
+  const nlohmann::json report = read_json_file(out + "/report.json");
+  ASSERT_EQ(report.at("cells").size(), 6u);  // 3 policies × 2 tasks × 1 length
+  for (const auto& cell : report.at("cells")) {
+    EXPECT_EQ(cell.at("samples"), 3);
+    const std::string policy = cell.at("policy");
+    const double ratio = cell.at("kv_ratio");
+    if (policy == "full") EXPECT_EQ(ratio, 1.0);
+    // Measured bytes: a quarter / half of the prompt plus what the full cache reserves for the answer.
+    if (policy == "streaming:budget=0.25") EXPECT_LT(ratio, 0.3);
+    if (policy == "snapkv:budget=0.5") EXPECT_GT(ratio, 0.45);
+    if (policy == "snapkv:budget=0.5") EXPECT_LT(ratio, 0.65);
+    if (cell.at("task") == "passkey") EXPECT_FALSE(cell.at("by_depth").empty());
+  }
+  EXPECT_NE(run.output.find("| full"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("report: " + out + "/report.md"), std::string::npos) << run.output;
+}
+
+TEST(Cli, EvalRefusesBadInputBeforeRunning) {
+  const std::string dir = testing::make_temp_dir("eval-bad");
+  const std::string model = " --model " + fixture("../../models/tiny-base") + " --device cpu --out " + dir + "/out";
+  expect_one_line_error(run_kvforge("eval" + model + " --tasks passkey,needle --lengths 256"),
+                        {"--tasks", "unknown task 'needle'", "niah_single"});
+  expect_one_line_error(run_kvforge("eval" + model + " --tasks passkey --lengths 256,4096"),
+                        {"--lengths", "4096", "context of 1024", "config.json"});
+  expect_one_line_error(run_kvforge("eval" + model + " --tasks passkey --lengths 256 --policy snapkv:budget=0.2,wndow=4"),
+                        {"--policy", "wndow", "budget, window, kernel"});
+  expect_one_line_error(run_kvforge("eval" + model + " --tasks passkey --lengths 256 --policy lru"),
+                        {"unknown policy 'lru'", "streaming"});
+  testing::write_file(dir + "/bad.jsonl", "{\"text\": \"fine\"}\n{\"txt\": 1}\n");
+  expect_one_line_error(run_kvforge("eval" + model + " --perplexity " + dir + "/bad.jsonl"), {"bad.jsonl", "line 2", "text"});
+  EXPECT_FALSE(std::filesystem::exists(dir + "/out"));
+}
+
 }  // namespace
 }  // namespace kvforge

@@ -156,7 +156,7 @@ std::string debug_pretrain_command(const std::string& out_dir) {
          " model.hidden_size=32 model.intermediate_size=64 model.num_layers=2 model.num_heads=2"
          " model.num_kv_heads=1 data.max_tokens=270 train.steps=40 train.lr=1e-2 train.warmup_steps=2"
          " train.batch_size=2 train.micro_batches=2 train.checkpoint_every=0 eval.lengths=[256] eval.samples=2"
-         " threads=1 out=" + out_dir;
+         " threads=1 device=cpu out=" + out_dir;
 }
 
 std::vector<double> logged_losses(const std::string& out_dir) {
@@ -187,7 +187,7 @@ TEST(Pretrain, TwoGlooRanksMatchOneProcess) {
   const int port = testing::free_port();
   ASSERT_GT(port, 0);
   const std::string env = "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " WORLD_SIZE=2 ";
-  const std::string command = debug_pretrain_command(pair) + " train.steps=8 device=cpu";
+  const std::string command = debug_pretrain_command(pair) + " train.steps=8";
   testing::CommandResult two = testing::run_command(
       "(" + env + "RANK=0 LOCAL_RANK=0 timeout 300 " + command + " > " + pair + "/rank0.log 2>&1 & " + env +
       "RANK=1 LOCAL_RANK=1 timeout 300 " + command + " > " + pair + "/rank1.log 2>&1; r1=$?; wait $!; r0=$?; "

@@ -1,0 +1,304 @@
+#include "eval/harness.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <torch/utils.h>
+
+#include "runtime/generate.h"
+#include "runtime/input_error.h"
+
+#ifdef KVFORGE_HAVE_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+namespace kvforge::eval {
+namespace {
+
+constexpr int64_t kDepthBuckets = 4;  // depths pooled to 0, 25, 50, 75, 100% so each heatmap cell has samples
+
+const Tokenizer& tokenizer_of(const LoadedModel& model) {
+  if (!model.tokenizer) fail_input(model.dir, "tokenizer.json", "missing; eval needs the model's tokenizer");
+  return *model.tokenizer;
+}
+
+CacheFactory cache_factory(const Transformer& model, const PolicySpec* policy, int64_t prompt_tokens) {
+  if (policy == nullptr) return nullptr;
+  const ModelConfig config = model->config;
+  const CachePlan plan = plan_cache(*policy, config, prompt_tokens);
+  const at::TensorOptions options = model->output_weight().options();
+  return [plan, config, options](int64_t batch, int64_t capacity) {
+    return make_cache(plan, config, batch, capacity, options);
+  };
+}
+
+void reset_peak_memory(const at::Device& device) {
+#ifdef KVFORGE_HAVE_CUDA
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+#else
+  (void)device;
+#endif
+}
+
+int64_t peak_memory(const at::Device& device) {
+#ifdef KVFORGE_HAVE_CUDA
+  if (device.is_cuda())
+    return c10::cuda::CUDACachingAllocator::getDeviceStats(device.index())
+        .allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)]
+        .peak;
+#else
+  (void)device;
+#endif
+  return -1;
+}
+
+std::vector<std::string> read_documents(const std::string& path) {
+  std::ifstream file(path);
+  if (!file) fail_input(path, "file", "cannot be read");
+  std::vector<std::string> documents;
+  const bool jsonl = path.size() >= 6 && path.compare(path.size() - 6, 6, ".jsonl") == 0;
+  if (!jsonl) {
+    std::stringstream text;
+    text << file.rdbuf();
+    documents.push_back(text.str());
+    return documents;
+  }
+  int64_t line_number = 0;
+  for (std::string line; std::getline(file, line);) {
+    ++line_number;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string field = "line " + std::to_string(line_number);
+    nlohmann::json record;
+    try {
+      record = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& error) {
+      fail_input(path, field, std::string("expected a JSON object: ") + error.what());
+    }
+    if (record.is_object() && record.contains("text") && record["text"].is_string()) {
+      documents.push_back(record["text"].get<std::string>());
+    } else if (record.is_object() && record.contains("prompt") && record.contains("answer") &&
+               record["prompt"].is_string() && record["answer"].is_string()) {
+      documents.push_back(record["prompt"].get<std::string>() + record["answer"].get<std::string>());
+    } else {
+      fail_input(path, field, "expected {\"text\": string} or {\"prompt\": string, \"answer\": string}");
+    }
+  }
+  if (documents.empty()) fail_input(path, "file", "holds no documents");
+  return documents;
+}
+
+std::vector<int64_t> document_tokens(const LoadedModel& model, const std::string& text) {
+  std::vector<int64_t> tokens = tokenizer_of(model).encode(text, true);
+  if (static_cast<int64_t>(tokens.size()) > model.config.max_position_embeddings)
+    tokens.resize(model.config.max_position_embeddings);
+  return tokens;
+}
+
+}  // namespace
+
+tasks::TokenCounter token_counter(const Tokenizer& tokenizer) {
+  return [&tokenizer](const std::string& text) { return static_cast<int64_t>(tokenizer.encode(text, true).size()); };
+}
+
+std::vector<tasks::Sample> draw_samples(const Tokenizer& tokenizer, const std::string& task, int64_t length,
+                                        int64_t count, uint64_t seed, int64_t arithmetic_steps) {
+  tasks::TaskSpec spec;
+  spec.task = task;
+  spec.target_tokens = length;
+  spec.seed = seed;
+  spec.count = count;
+  spec.arithmetic_steps = arithmetic_steps;
+  return tasks::generate(spec, token_counter(tokenizer));
+}
+
+void validate(const EvalOptions& options, const LoadedModel& model) {
+  const Tokenizer& tokenizer = tokenizer_of(model);
+  if (options.samples < 1) fail_input("command line", "--samples", "expected >= 1");
+  if (options.batch_size < 1) fail_input("command line", "--batch-size", "expected >= 1");
+  if (options.tasks.empty() && options.perplexity_files.empty())
+    fail_input("command line", "--tasks", "expected at least one task (or a --perplexity file)");
+  if (!options.tasks.empty() && options.lengths.empty()) fail_input("command line", "--lengths", "expected at least one length");
+  for (const std::string& task : options.tasks) {
+    if (std::find(tasks::task_names().begin(), tasks::task_names().end(), task) == tasks::task_names().end()) {
+      std::string names;
+      for (const std::string& name : tasks::task_names()) names += (names.empty() ? "" : ", ") + name;
+      fail_input("command line", "--tasks", "unknown task '" + task + "'; expected one of " + names);
+    }
+  }
+  for (int64_t length : options.lengths) {
+    if (length < 1) fail_input("command line", "--lengths", "expected positive lengths, got " + std::to_string(length));
+    // Room for the answer: the longest target among the tasks is well under 128 tokens of any tokenizer.
+    if (length + 128 > model.config.max_position_embeddings)
+      fail_input("command line", "--lengths",
+                 std::to_string(length) + " tokens plus room for the answer (128) exceeds the model's context of " +
+                     std::to_string(model.config.max_position_embeddings) + " (max_position_embeddings in " +
+                     model.dir + "/config.json)");
+    for (const std::string& task : options.tasks) {
+      try {
+        draw_samples(tokenizer, task, length, 1, options.seed, options.arithmetic_steps);
+      } catch (const std::invalid_argument& error) {
+        fail_input("command line", "--lengths", task + " at " + std::to_string(length) + " tokens: " + error.what());
+      }
+    }
+  }
+  for (const std::string& path : options.perplexity_files)
+    for (const std::string& document : read_documents(path))
+      if (document_tokens(model, document).size() < 2) fail_input(path, "document", "encodes to fewer than 2 tokens");
+}
+
+CellResult evaluate_cell(Transformer& model, const Tokenizer& tokenizer, const std::vector<int64_t>& eos_token_ids,
+                         const std::vector<tasks::Sample>& samples, const PolicySpec* policy, int64_t batch_size) {
+  const at::Device device = model->output_weight().device();
+  CellResult cell;
+  cell.policy = policy != nullptr ? policy->label : "full";
+  cell.samples = static_cast<int64_t>(samples.size());
+  double score_total = 0, ttft_total = 0, decode_seconds = 0, bytes_total = 0;
+  int64_t decode_tokens = 0, batches = 0;
+  std::map<double, std::pair<int64_t, double>> depths;  // bucket -> (samples, score sum)
+  reset_peak_memory(device);
+  for (size_t first = 0; first < samples.size(); first += static_cast<size_t>(batch_size)) {
+    const size_t last = std::min(samples.size(), first + static_cast<size_t>(batch_size));
+    std::vector<std::vector<int64_t>> prompts;
+    int64_t longest_prompt = 0, longest_answer = 0;
+    for (size_t i = first; i < last; ++i) {
+      prompts.push_back(tokenizer.encode(samples[i].prompt, true));
+      longest_prompt = std::max<int64_t>(longest_prompt, prompts.back().size());
+      longest_answer = std::max<int64_t>(longest_answer, tokenizer.encode(samples[i].target, false).size());
+    }
+    GenerationOptions generation;
+    generation.max_new_tokens = longest_answer + 8;  // room to stop; greedy, so no seed is involved
+    generation.eos_token_ids = eos_token_ids;
+    GenerationResult result =
+        generate(model, prompts, generation, &tokenizer, cache_factory(model, policy, longest_prompt));
+    for (size_t i = first; i < last; ++i) {
+      const double score = tasks::score(samples[i], tokenizer.decode(result.sequences[i - first].tokens, true));
+      score_total += score;
+      if (samples[i].depth >= 0) {
+        auto& bucket = depths[std::round(samples[i].depth * kDepthBuckets) / kDepthBuckets];
+        bucket.first += 1;
+        bucket.second += score;
+      }
+    }
+    ttft_total += result.prefill_seconds;
+    decode_seconds += result.decode_seconds;
+    decode_tokens += result.decode_tokens;
+    bytes_total += static_cast<double>(result.peak_cache_bytes) / static_cast<double>(last - first);
+    ++batches;
+  }
+  cell.accuracy = score_total / static_cast<double>(samples.size());
+  cell.kv_bytes = bytes_total / static_cast<double>(batches);
+  cell.ttft_ms = 1e3 * ttft_total / static_cast<double>(batches);
+  cell.decode_tokens_per_s = decode_seconds > 0 ? static_cast<double>(decode_tokens) / decode_seconds : 0;
+  cell.peak_device_bytes = peak_memory(device);
+  for (const auto& [depth, bucket] : depths)
+    cell.by_depth.push_back({depth, bucket.first, bucket.second / static_cast<double>(bucket.first)});
+  return cell;
+}
+
+DocumentNll document_nll(Transformer& model, const std::vector<int64_t>& tokens, const PolicySpec* policy,
+                         int64_t chunk) {
+  torch::NoGradGuard no_grad;
+  const int64_t count = static_cast<int64_t>(tokens.size());
+  const at::Device device = model->output_weight().device();
+  CacheFactory factory = cache_factory(model, policy, count);
+  std::unique_ptr<KVCache> cache = factory ? factory(1, count) : make_full_cache(model, 1, count);
+  at::Tensor ids = at::tensor(tokens, at::kLong).unsqueeze(0);  // [1, tokens]
+  DocumentNll result;
+  for (int64_t start = 0; start + 1 < count; start += chunk) {
+    const int64_t width = std::min(chunk, count - start);
+    at::Tensor logits = model->forward(ids.narrow(1, start, width).to(device),
+                                             at::arange(start, start + width, at::kLong).unsqueeze(0).to(device),
+                                             cache.get());
+    const int64_t predicted = std::min(width, count - 1 - start);  // the last token has no successor
+    at::Tensor targets = ids.narrow(1, start + 1, predicted).reshape({-1}).to(device);
+    at::Tensor step_logits = logits.narrow(1, 0, predicted).reshape({predicted, -1}).to(at::kFloat);
+    result.total_nll += at::cross_entropy_loss(step_logits, targets, {}, at::Reduction::Sum).item<double>();
+    result.predicted += predicted;
+    result.peak_cache_bytes = std::max(result.peak_cache_bytes, cache->bytes());
+  }
+  return result;
+}
+
+EvalReport run_eval(LoadedModel& model, const EvalOptions& options, const EvalProgress& progress) {
+  const auto start = std::chrono::steady_clock::now();
+  const Tokenizer& tokenizer = tokenizer_of(model);
+  EvalReport report;
+  report.model = model.dir;
+  const at::Tensor& weight = model.model->output_weight();
+  report.device = weight.device().str();
+#ifdef KVFORGE_HAVE_CUDA
+  if (weight.is_cuda()) report.device += std::string(" (") + at::cuda::getDeviceProperties(weight.device().index())->name + ")";
+#endif
+  report.dtype = weight.scalar_type() == at::kBFloat16 ? "bfloat16" : weight.scalar_type() == at::kHalf ? "float16" : "float32";
+  report.seed = options.seed;
+  report.batch_size = options.batch_size;
+  report.tasks = options.tasks;
+  report.lengths = options.lengths;
+  // The full cache first: every other policy's KV ratio is measured against it on the same prompts.
+  std::vector<const PolicySpec*> policies{nullptr};
+  report.policies.push_back("full");
+  for (const PolicySpec& policy : options.policies) {
+    if (policy.name == "full" || std::find(report.policies.begin(), report.policies.end(), policy.label) != report.policies.end())
+      continue;
+    policies.push_back(&policy);
+    report.policies.push_back(policy.label);
+  }
+
+  // One untimed generation so the first cell's time to first token does not include warm-up.
+  if (!options.tasks.empty()) {
+    std::vector<tasks::Sample> warm =
+        draw_samples(tokenizer, options.tasks[0], options.lengths[0], 1, options.seed, options.arithmetic_steps);
+    evaluate_cell(model.model, tokenizer, model.eos_token_ids, warm, nullptr, 1);
+  }
+  const int64_t total_cells = static_cast<int64_t>(options.tasks.size() * options.lengths.size() * policies.size());
+  int64_t done = 0;
+  for (const std::string& task : options.tasks) {
+    for (int64_t length : options.lengths) {
+      const std::vector<tasks::Sample> samples =
+          draw_samples(tokenizer, task, length, options.samples, options.seed, options.arithmetic_steps);
+      double full_bytes = 0;
+      for (const PolicySpec* policy : policies) {
+        CellResult cell = evaluate_cell(model.model, tokenizer, model.eos_token_ids, samples, policy, options.batch_size);
+        cell.task = task;
+        cell.length = length;
+        if (policy == nullptr) full_bytes = cell.kv_bytes;
+        cell.full_kv_bytes = full_bytes;
+        cell.kv_ratio = full_bytes > 0 ? cell.kv_bytes / full_bytes : 1.0;
+        report.cells.push_back(cell);
+        if (progress) progress(++done, total_cells, report.cells.back());
+      }
+    }
+  }
+
+  for (const std::string& path : options.perplexity_files) {
+    const std::vector<std::string> documents = read_documents(path);
+    double full_bytes = 0;
+    for (const PolicySpec* policy : policies) {
+      PerplexityResult result;
+      result.policy = policy != nullptr ? policy->label : "full";
+      result.file = path;
+      double nll = 0, bytes = 0;
+      for (const std::string& document : documents) {
+        DocumentNll part =
+            document_nll(model.model, document_tokens(model, document), policy, options.perplexity_chunk);
+        nll += part.total_nll;
+        result.tokens += part.predicted;
+        bytes += static_cast<double>(part.peak_cache_bytes);
+      }
+      result.documents = static_cast<int64_t>(documents.size());
+      result.perplexity = std::exp(nll / static_cast<double>(result.tokens));
+      if (policy == nullptr) full_bytes = bytes;
+      result.kv_ratio = full_bytes > 0 ? bytes / full_bytes : 1.0;
+      report.perplexity.push_back(result);
+    }
+  }
+  report.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return report;
+}
+
+}  // namespace kvforge::eval

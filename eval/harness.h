@@ -1,0 +1,56 @@
+#pragma once
+// The benchmark harness behind `kvforge eval`: every policy runs on the same samples (drawn once per task
+// and length), and each cell records accuracy, the KV bytes the caches really held, time to first token,
+// decode speed and peak device memory, with its sample count.
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "eval/report.h"
+#include "eval/tasks/task.h"
+#include "policies/policy.h"
+#include "runtime/model_loader.h"
+
+namespace kvforge::eval {
+
+struct EvalOptions {
+  std::vector<PolicySpec> policies;  // "full" is measured first whether listed or not: it is the KV baseline
+  std::vector<std::string> tasks;
+  std::vector<int64_t> lengths;
+  int64_t samples = 20;
+  uint64_t seed = 1234;
+  int64_t batch_size = 8;
+  int64_t arithmetic_steps = 2;
+  std::vector<std::string> perplexity_files;  // plain text (one document) or JSONL ({"text"} or {"prompt","answer"})
+  int64_t perplexity_chunk = 64;              // tokens per forward when reading a document through a cache
+};
+
+tasks::TokenCounter token_counter(const Tokenizer& tokenizer);
+// `count` samples of a task at a prompt length in the tokenizer's tokens (tasks::generate's errors pass through).
+std::vector<tasks::Sample> draw_samples(const Tokenizer& tokenizer, const std::string& task, int64_t length,
+                                        int64_t count, uint64_t seed, int64_t arithmetic_steps);
+
+// Checks tasks, lengths (against the task minimum and the model's context) and perplexity files before
+// anything runs; errors name `source` (e.g. "--tasks") and the offending value.
+void validate(const EvalOptions& options, const LoadedModel& model);
+
+// One cell: `samples` through the policy (nullptr = full cache) in batches, greedy, scored by task rule.
+CellResult evaluate_cell(Transformer& model, const Tokenizer& tokenizer, const std::vector<int64_t>& eos_token_ids,
+                         const std::vector<tasks::Sample>& samples, const PolicySpec* policy, int64_t batch_size);
+
+// Mean negative log-likelihood per predicted token of `tokens`, fed through the policy's cache `chunk`
+// tokens at a time (the full policy in one chunk equals an ordinary forward pass).
+struct DocumentNll {
+  double total_nll = 0;
+  int64_t predicted = 0;
+  int64_t peak_cache_bytes = 0;
+};
+DocumentNll document_nll(Transformer& model, const std::vector<int64_t>& tokens, const PolicySpec* policy,
+                         int64_t chunk);
+
+// Progress: called after each finished cell with (done, total, the cell).
+using EvalProgress = std::function<void(int64_t done, int64_t total, const CellResult& cell)>;
+
+EvalReport run_eval(LoadedModel& model, const EvalOptions& options, const EvalProgress& progress = nullptr);
+
+}  // namespace kvforge::eval

@@ -1,0 +1,20 @@
+#include "policies/cache_plan.h"
+
+namespace kvforge {
+
+std::unique_ptr<KVCache> make_cache(const CachePlan& plan, const ModelConfig& config, int64_t batch, int64_t capacity,
+                                    const at::TensorOptions& options) {
+  switch (plan.layout) {
+    case CacheLayout::kFull:
+      return std::make_unique<FullKVCache>(config.num_layers, batch, config.num_kv_heads, config.head_dim, capacity,
+                                           options);
+    case CacheLayout::kSelective:
+      return std::make_unique<SelectiveKVCache>(plan.layers, batch, config.num_kv_heads, config.head_dim, options);
+    case CacheLayout::kQuantized:
+      return std::make_unique<QuantizedKVCache>(config.num_layers, batch, config.num_kv_heads, config.head_dim,
+                                                plan.quantization, options);
+  }
+  return nullptr;
+}
+
+}  // namespace kvforge

@@ -1,0 +1,34 @@
+#pragma once
+// What a policy decides for a model and a prompt length: the cache layout of every layer, with its
+// budgets, windows, scoring and bits. The runtime builds the cache from it; eval never needs to know
+// which policy produced it.
+#include <ATen/ATen.h>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/kv_cache.h"
+#include "runtime/model_config.h"
+#include "runtime/quantized_kv_cache.h"
+#include "runtime/selective_kv_cache.h"
+
+namespace kvforge {
+
+enum class CacheLayout {
+  kFull,        // every token of every head
+  kSelective,   // a bounded token set per head: sink + recent + scored (streaming, SnapKV, PyramidKV, H2O)
+  kQuantized,   // 2/4-bit codes with a full-precision recent window (KIVI)
+};
+
+struct CachePlan {
+  std::string policy;  // the label of the policy that made it
+  CacheLayout layout = CacheLayout::kFull;
+  std::vector<SelectiveLayerOptions> layers;  // kSelective: one per layer
+  QuantizedCacheOptions quantization;         // kQuantized
+};
+
+// A cache for `batch` sequences of up to `capacity` tokens laid out as `plan` says.
+std::unique_ptr<KVCache> make_cache(const CachePlan& plan, const ModelConfig& config, int64_t batch, int64_t capacity,
+                                    const at::TensorOptions& options);
+
+}  // namespace kvforge

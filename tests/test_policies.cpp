@@ -1,0 +1,311 @@
+// Training-free cache policies: each reproduces the full cache exactly when its budget covers the
+// sequence, and keeps exactly what it claims (tokens, positions, bytes) when it does not.
+#include <gtest/gtest.h>
+
+#include <set>
+#include <torch/torch.h>
+
+#include "policies/policy.h"
+#include "runtime/generate.h"
+#include "runtime/model_loader.h"
+#include "runtime/quantized_kv_cache.h"
+#include "runtime/selective_kv_cache.h"
+#include "tests/test_util.h"
+
+namespace kvforge {
+namespace {
+
+using testing::fixture;
+
+LoadedModel& tiny_model() {
+  static LoadedModel model = load_model(fixture("../../models/tiny-base"), at::kCPU, at::kFloat);
+  return model;
+}
+
+// Logits of a left-padded batch: the prompt in one prefill, then `steps` fed tokens (teacher forcing,
+// so every cache sees the same inputs). Returns [steps + 1, batch, vocab].
+at::Tensor cached_logits(Transformer& model, KVCache& cache, const at::Tensor& ids, const at::Tensor& positions,
+                         const at::Tensor& fed) {
+  torch::NoGradGuard no_grad;
+  std::vector<at::Tensor> steps{model->forward(ids, positions, &cache, /*last_only=*/true).squeeze(1)};
+  at::Tensor next = std::get<0>(positions.max(1, /*keepdim=*/true)) + 1;
+  for (int64_t t = 0; t < fed.size(1); ++t)
+    steps.push_back(model->forward(fed.narrow(1, t, 1), next + t, &cache, /*last_only=*/true).squeeze(1));
+  return at::stack(steps);
+}
+
+struct Batch {
+  at::Tensor ids, positions, fed;
+};
+
+// Two fresh random prompts of different lengths (the shorter left-padded) and 6 tokens to feed.
+Batch random_batch(int64_t seed, int64_t longest) {
+  at::manual_seed(seed);
+  const int64_t vocab = 256;
+  Batch batch;
+  batch.ids = at::randint(0, vocab, {2, longest}, at::kLong);
+  batch.positions = at::arange(longest, at::kLong).unsqueeze(0).repeat({2, 1});
+  const int64_t pad = 5;
+  batch.positions[1].narrow(0, 0, pad).fill_(-1);
+  batch.positions[1].narrow(0, pad, longest - pad).copy_(at::arange(longest - pad, at::kLong));
+  batch.fed = at::randint(0, vocab, {2, 6}, at::kLong);
+  return batch;
+}
+
+std::unique_ptr<KVCache> cache_for(const std::string& spec, int64_t prompt_tokens, int64_t batch = 2) {
+  const ModelConfig& config = tiny_model().config;
+  return make_cache(plan_cache(parse_policy(spec), config, prompt_tokens), config, batch, prompt_tokens + 8,
+                    at::TensorOptions().dtype(at::kFloat));
+}
+
+class FullBudgetIdentity : public ::testing::TestWithParam<std::string> {};
+
+// A window, budget or full-precision residual covering the whole sequence leaves nothing to drop, so the
+// logits equal the full cache's bit for bit at the prefill and at every decode step.
+TEST_P(FullBudgetIdentity, LogitsEqualTheFullCache) {
+  LoadedModel& loaded = tiny_model();
+  const Batch batch = random_batch(/*seed=*/21, /*longest=*/40);
+  auto full = make_full_cache(loaded.model, 2, 48);
+  at::Tensor expected = cached_logits(loaded.model, *full, batch.ids, batch.positions, batch.fed);
+  auto cache = cache_for(GetParam(), 40);
+  at::Tensor got = cached_logits(loaded.model, *cache, batch.ids, batch.positions, batch.fed);
+  EXPECT_TRUE(at::equal(got, expected)) << GetParam() << ": max difference "
+                                        << (got - expected).abs().max().item<double>();
+  EXPECT_EQ(cache->length(0), 46);
+}
+
+INSTANTIATE_TEST_SUITE_P(Policies, FullBudgetIdentity,
+                         ::testing::Values("full", "streaming:window=64", "snapkv:budget=64",
+                                           "snapkv:budget=1", "pyramidkv:budget=1000", "h2o:budget=64",
+                                           "kivi:bits=2,residual=64", "kivi:bits=4,residual=46"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           for (char& c : name)
+                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+                           return name;
+                         });
+
+// The same tokens through an explicitly full plan and through generate() with no factory: same output.
+TEST(FullBudgetIdentity, GenerateWithAFullBudgetPolicyMatchesFull) {
+  LoadedModel& loaded = tiny_model();
+  const std::vector<int64_t> prompt = loaded.tokenizer->encode("The pass key is 4417. What is the pass key? The pass key is");
+  GenerationOptions options;
+  options.max_new_tokens = 10;
+  const auto baseline = generate(loaded.model, {prompt}, options).sequences[0].tokens;
+  const PolicySpec spec = parse_policy("snapkv:budget=1");
+  const CachePlan plan = plan_cache(spec, loaded.config, static_cast<int64_t>(prompt.size()));
+  auto factory = [&](int64_t batch, int64_t capacity) {
+    return make_cache(plan, loaded.config, batch, capacity, at::TensorOptions().dtype(at::kFloat));
+  };
+  EXPECT_EQ(generate(loaded.model, {prompt}, options, nullptr, factory).sequences[0].tokens, baseline);
+}
+
+// The caches run on CUDA as on the CPU: every compressing policy gives the CPU's logits within fp32
+// rounding, and in bf16 stays close (bf16 rounding can flip a 2-bit code or a top-k choice, so the bound
+// is looser than bf16's own 1%).
+TEST(PoliciesOnCuda, MatchTheCpuUnderCompression) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (CI has none; run on the GPU machine)";
+  LoadedModel& cpu = tiny_model();
+  const Batch batch = random_batch(/*seed=*/31, /*longest=*/80);
+  for (const std::string spec : {"streaming:budget=0.25", "snapkv:budget=0.25", "pyramidkv:budget=0.3",
+                                 "h2o:budget=0.3", "kivi:bits=2,residual=16", "kivi:bits=4,residual=16"}) {
+    auto cpu_cache = cache_for(spec, 80);
+    at::Tensor expected = cached_logits(cpu.model, *cpu_cache, batch.ids, batch.positions, batch.fed);
+    for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+      LoadedModel gpu = load_model(testing::fixture("../../models/tiny-base"), at::Device(at::kCUDA, 0), dtype);
+      const PolicySpec policy = parse_policy(spec);
+      auto cache = make_cache(plan_cache(policy, gpu.config, 80), gpu.config, 2, 88,
+                              at::TensorOptions().dtype(dtype).device(at::kCUDA));
+      at::Tensor got = cached_logits(gpu.model, *cache, batch.ids.cuda(), batch.positions.cuda(), batch.fed.cuda())
+                           .to(at::kCPU, at::kFloat);
+      const double error = ((got - expected).abs().max() / expected.abs().max()).item<double>();
+      EXPECT_LE(error, dtype == at::kFloat ? 1e-4 : 0.1) << spec << " " << at::toString(dtype);
+    }
+  }
+}
+
+std::set<int64_t> held_positions(const SelectiveKVCache& cache, int64_t layer, int64_t sequence, int64_t head) {
+  at::Tensor positions = cache.positions(layer)[sequence][head];
+  std::set<int64_t> held;
+  for (int64_t i = 0; i < positions.size(0); ++i) held.insert(positions[i].item<int64_t>());
+  return held;
+}
+
+TEST(StreamingPolicy, KeepsSinkAndRecentWindowOnly) {
+  LoadedModel& loaded = tiny_model();
+  const Batch batch = random_batch(/*seed=*/5, /*longest=*/60);
+  auto cache = cache_for("streaming:sink=4,window=12", 60);
+  cached_logits(loaded.model, *cache, batch.ids, batch.positions, batch.fed);
+  auto& streaming = dynamic_cast<SelectiveKVCache&>(*cache);
+  // Sequence 0 reached position 65 (60 prompt + 6 fed - 1); sequence 1 is 5 tokens shorter.
+  for (int64_t layer = 0; layer < loaded.config.num_layers; ++layer) {
+    for (int64_t head = 0; head < loaded.config.num_kv_heads; ++head) {
+      std::set<int64_t> expected{0, 1, 2, 3};
+      for (int64_t p = 54; p <= 65; ++p) expected.insert(p);
+      EXPECT_EQ(held_positions(streaming, layer, 0, head), expected) << "layer " << layer;
+      std::set<int64_t> shorter{0, 1, 2, 3};
+      for (int64_t p = 49; p <= 60; ++p) shorter.insert(p);
+      EXPECT_EQ(held_positions(streaming, layer, 1, head), shorter) << "layer " << layer;
+    }
+  }
+  // bytes(): keys + values of 16 slots per head, fp32, nothing else.
+  const ModelConfig& config = loaded.config;
+  EXPECT_EQ(cache->bytes(), config.num_layers * 2 * 2 * config.num_kv_heads * 16 * config.head_dim * 4);
+}
+
+// A streaming prefill sees what streaming decode sees: the prompt's last logits equal those of the same
+// tokens fed one at a time through the same policy.
+TEST(StreamingPolicy, PrefillMatchesTokenByTokenDecode) {
+  LoadedModel& loaded = tiny_model();
+  torch::NoGradGuard no_grad;
+  at::manual_seed(8);
+  at::Tensor ids = at::randint(0, 256, {1, 30}, at::kLong);
+  at::Tensor positions = at::arange(30, at::kLong).unsqueeze(0);
+  auto prefill_cache = cache_for("streaming:sink=2,window=8", 30, /*batch=*/1);
+  at::Tensor prefill = loaded.model->forward(ids, positions, prefill_cache.get(), /*last_only=*/true);
+  auto stepped_cache = cache_for("streaming:sink=2,window=8", 30, /*batch=*/1);
+  at::Tensor last;
+  for (int64_t t = 0; t < 30; ++t)
+    last = loaded.model->forward(ids.narrow(1, t, 1), positions.narrow(1, t, 1), stepped_cache.get(), true);
+  EXPECT_LE((prefill - last).abs().max().item<double>(), 1e-5 * prefill.abs().max().item<double>());
+}
+
+// SnapKV on a hand-built layer: the observation window's queries point at chosen keys, which survive,
+// while every head also keeps its window; budgets hold per head.
+TEST(SnapKVPolicy, KeepsTheTokensTheObservationWindowAttendsTo) {
+  at::manual_seed(4);
+  const int64_t heads = 4, kv_heads = 2, head_dim = 64, tokens = 40, window = 4, budget = 7;
+  SelectiveLayerOptions options;
+  options.budget_tokens = budget;
+  options.observation_window = window;
+  options.recent_tokens = window;
+  options.pool_kernel = 1;
+  options.score = TokenScore::kObservationWindow;
+  options.evict_during_decode = false;
+  SelectiveKVCache cache({options}, 1, kv_heads, head_dim, at::TensorOptions().dtype(at::kFloat));
+  at::Tensor keys = at::randn({1, kv_heads, tokens, head_dim});
+  at::Tensor values = at::randn({1, kv_heads, tokens, head_dim});
+  at::Tensor positions = at::arange(tokens, at::kLong).unsqueeze(0);
+  // Head 0's query group looks at positions 3, 17, 25; head 1's at 0, 1, 2.
+  const std::vector<std::vector<int64_t>> targets{{3, 17, 25}, {0, 1, 2}};
+  at::Tensor queries = 0.01 * at::randn({1, heads, tokens, head_dim});
+  for (int64_t kv = 0; kv < kv_heads; ++kv)
+    for (int64_t q = 0; q < heads / kv_heads; ++q)
+      for (int64_t t = tokens - window; t < tokens; ++t)
+        for (int64_t target : targets[kv]) queries[0][kv * 2 + q][t] += 3.0 * keys[0][kv][target];
+  cache.update(0, keys, values, positions);
+  cache.after_attention(0, queries, positions);
+  for (int64_t kv = 0; kv < kv_heads; ++kv) {
+    std::set<int64_t> expected(targets[kv].begin(), targets[kv].end());
+    for (int64_t t = tokens - window; t < tokens; ++t) expected.insert(t);
+    EXPECT_EQ(held_positions(cache, 0, 0, kv), expected) << "kv head " << kv;
+  }
+  EXPECT_EQ(cache.length(0), budget);
+  // Generated tokens are added, never evicted: SnapKV compresses the prompt once.
+  cache.update(0, keys.narrow(2, 0, 1), values.narrow(2, 0, 1), at::full({1, 1}, tokens, at::kLong));
+  cache.after_attention(0, queries.narrow(2, 0, 1), at::full({1, 1}, tokens, at::kLong));
+  EXPECT_EQ(cache.length(0), budget + 1);
+}
+
+// H2O: the budget holds at every step; a token every query attends to (a heavy hitter) outlives older
+// and newer tokens outside the recent window.
+TEST(H2OPolicy, HeavyHitterSurvivesAndBudgetHolds) {
+  at::manual_seed(6);
+  const int64_t kv_heads = 1, head_dim = 8, budget = 6;
+  SelectiveLayerOptions options;
+  options.budget_tokens = budget;
+  options.recent_tokens = 2;
+  options.score = TokenScore::kAccumulatedAttention;
+  SelectiveKVCache cache({options}, 1, kv_heads, head_dim, at::TensorOptions().dtype(at::kFloat));
+  at::Tensor heavy_key = at::randn({head_dim});
+  heavy_key = 4.0 * heavy_key / heavy_key.norm();
+  for (int64_t t = 0; t < 30; ++t) {
+    at::Tensor key = 0.1 * at::randn({1, kv_heads, 1, head_dim});
+    if (t == 3) key[0][0][0] = heavy_key;
+    at::Tensor position = at::full({1, 1}, t, at::kLong);
+    cache.update(0, key, at::randn({1, kv_heads, 1, head_dim}), position);
+    cache.after_attention(0, heavy_key.reshape({1, 1, 1, head_dim}), position);  // every query seeks token 3
+    EXPECT_LE(cache.length(0), budget);
+  }
+  const std::set<int64_t> held = held_positions(cache, 0, 0, 0);
+  EXPECT_EQ(held.size(), static_cast<size_t>(budget));
+  EXPECT_TRUE(held.count(3)) << "the heavy hitter was evicted";
+  EXPECT_TRUE(held.count(28) && held.count(29)) << "the recent window was evicted";
+}
+
+TEST(PyramidKVPolicy, BudgetsFallOverLayersAndAverageTheBudget) {
+  ModelConfig config = tiny_model().config;
+  config.num_layers = 8;
+  const CachePlan plan = plan_cache(parse_policy("pyramidkv:budget=0.25,window=8"), config, 400);
+  ASSERT_EQ(plan.layers.size(), 8u);
+  double total = 0;
+  for (size_t i = 0; i < plan.layers.size(); ++i) {
+    total += plan.layers[i].budget_tokens;
+    if (i > 0) EXPECT_LT(plan.layers[i].budget_tokens, plan.layers[i - 1].budget_tokens);
+    EXPECT_GT(plan.layers[i].budget_tokens, 8);  // never below the observation window
+  }
+  EXPECT_NEAR(total / 8, 100, 1.0);
+}
+
+TEST(KiviQuantization, PackingRoundTripsAndErrorStaysWithinHalfAStep) {
+  at::manual_seed(12);
+  for (int64_t bits : {2, 4}) {
+    at::Tensor keys = at::randn({2, 3, 32, 16}) * 3 + 1;
+    QuantizedBlock block = quantize_keys_per_channel(keys, bits);
+    EXPECT_EQ(block.codes.size(-1), 16 * bits / 8);
+    EXPECT_EQ(block.scale.sizes(), at::IntArrayRef({2, 3, 1, 16}));
+    at::Tensor restored = dequantize_keys_per_channel(block, bits, at::kFloat);
+    at::Tensor step = block.scale.to(at::kFloat);
+    EXPECT_TRUE(((restored - keys).abs() <= step / 2 + 1e-3 * keys.abs().max()).all().item<bool>()) << bits;
+
+    at::Tensor values = at::randn({2, 3, 5, 16});
+    QuantizedBlock value_block = quantize_values_per_token(values, bits, /*group_size=*/8);
+    EXPECT_EQ(value_block.scale.sizes(), at::IntArrayRef({2, 3, 5, 2}));
+    at::Tensor restored_values = dequantize_values_per_token(value_block, bits, 8, at::kFloat);
+    at::Tensor value_step = value_block.scale.to(at::kFloat).repeat_interleave(8, -1);
+    EXPECT_TRUE(((restored_values - values).abs() <= value_step / 2 + 1e-3).all().item<bool>()) << bits;
+    // Fewer bits, coarser steps.
+    if (bits == 2) EXPECT_GT((restored - keys).abs().mean().item<double>(), 0.1);
+  }
+}
+
+TEST(KiviPolicy, RecentWindowStaysFullPrecisionAndBytesMatchTheLayout) {
+  LoadedModel& loaded = tiny_model();
+  const ModelConfig& config = loaded.config;
+  const Batch batch = random_batch(/*seed=*/13, /*longest=*/100);
+  auto cache = cache_for("kivi:bits=2,group=32,residual=16", 100);
+  cached_logits(loaded.model, *cache, batch.ids, batch.positions, batch.fed);
+  auto& kivi = dynamic_cast<QuantizedKVCache&>(*cache);
+  // 106 tokens: quantized in whole groups of 32 while at least 16 stay full precision → 64 + 42 recent.
+  EXPECT_EQ(kivi.quantized_tokens(0), 64);
+  EXPECT_EQ(cache->length(0), 106);
+  const int64_t rows = 2 * config.num_kv_heads;  // batch × kv heads
+  const int64_t codes = 2 * rows * 64 * config.head_dim * 2 / 8;                    // keys + values, 2 bits
+  const int64_t key_scales = rows * 2 * config.head_dim * 2 * 2;                     // 2 groups, scale + min, fp16
+  const int64_t value_scales = rows * 64 * (config.head_dim / 32) * 2 * 2;           // per token and group
+  const int64_t recent = 2 * rows * 42 * config.head_dim * 4;                        // fp32 keys + values
+  EXPECT_EQ(cache->bytes(), config.num_layers * (codes + key_scales + value_scales + recent));
+  auto full = make_full_cache(loaded.model, 2, 106);
+  EXPECT_LT(cache->bytes() * 2, full->bytes() * 1);  // well under half of full at this length
+}
+
+TEST(PolicySpecs, ParseWithDefaultsAndRejectBadInputClearly) {
+  const PolicySpec spec = parse_policy("snapkv:budget=0.25,window=8");
+  EXPECT_EQ(spec.name, "snapkv");
+  EXPECT_EQ(spec.parameters.at("budget"), 0.25);
+  EXPECT_EQ(spec.parameters.at("window"), 8);
+  EXPECT_EQ(spec.parameters.at("kernel"), 5);
+  EXPECT_EQ(budget_tokens(spec, 101), 26);
+  EXPECT_EQ(budget_tokens(parse_policy("snapkv:budget=64"), 1000), 64);
+  EXPECT_INPUT_ERROR(parse_policy("snapkb:budget=0.2"), "--policy", "unknown policy 'snapkb'", "snapkv", "kivi");
+  EXPECT_INPUT_ERROR(parse_policy("snapkv:budgte=0.2"), "budgte", "budget, window, kernel");
+  EXPECT_INPUT_ERROR(parse_policy("kivi:bits=8"), "bits", "[2");
+  EXPECT_INPUT_ERROR(parse_policy("kivi:bits=3"), "bits: expected 2 or 4");
+  EXPECT_INPUT_ERROR(parse_policy("snapkv:kernel=4"), "odd");
+  EXPECT_INPUT_ERROR(parse_policy("streaming:budget=abc"), "expected a number", "abc");
+  EXPECT_INPUT_ERROR(parse_policy("streaming:budget=12.5"), "whole");
+  EXPECT_INPUT_ERROR(plan_cache(parse_policy("kivi:group=12"), tiny_model().config, 100), "group", "divisor of head_dim 32");
+}
+
+}  // namespace
+}  // namespace kvforge
