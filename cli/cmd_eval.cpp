@@ -17,6 +17,7 @@ namespace {
 std::vector<RecipeKey> eval_schema() {
   return {
       {"model", "~", "Hugging Face model directory (config.json + safetensors + tokenizer.json)"},
+      {"artifacts", "[]", "artifact files from kvforge train, each evaluated through its learned policy"},
       {"policies", "[full]", "policy specs, e.g. [full, \"streaming:budget=0.25\", \"snapkv:budget=0.5\"]"},
       {"tasks", "[passkey]", "synthetic tasks (eval/tasks)"},
       {"lengths", "[256]", "prompt lengths in the model's tokens"},
@@ -35,7 +36,7 @@ std::vector<RecipeKey> eval_schema() {
 struct EvalArgs {
   std::vector<std::string> positional;
   std::string model, tasks, lengths, out, device;
-  std::vector<std::string> policies, perplexity;
+  std::vector<std::string> policies, perplexity, artifacts;
   int64_t samples = -1;
   int64_t batch_size = -1;
 };
@@ -66,6 +67,7 @@ void run_eval_command(const EvalArgs& args) {
   recipe.apply_arguments(args.positional);
   if (!args.model.empty()) recipe.set("model", YAML::Node(args.model), "--model");
   if (!args.policies.empty()) recipe.set("policies", YAML::Node(args.policies), "--policy");
+  if (!args.artifacts.empty()) recipe.set("artifacts", YAML::Node(args.artifacts), "--artifact");
   if (!args.tasks.empty()) recipe.set("tasks", comma_list(args.tasks), "--tasks");
   if (!args.lengths.empty()) recipe.set("lengths", comma_list(args.lengths), "--lengths");
   if (args.samples >= 0) recipe.set("samples", YAML::Node(args.samples), "--samples");
@@ -89,6 +91,11 @@ void run_eval_command(const EvalArgs& args) {
   const at::Device device = parse_device(recipe.get_string("device"), "device");
   const at::ScalarType dtype = parse_model_dtype(recipe.get_string("dtype"), device, "dtype");
   LoadedModel loaded = load_model(recipe.get_string("model"), device, dtype);
+  for (const std::string& path : recipe.get_string_list("artifacts")) {
+    auto artifact = std::make_shared<const Artifact>(read_artifact(path));
+    check_artifact_matches(*artifact, loaded.config, loaded.dir);
+    options.policies.push_back(policy_from_artifact(artifact));
+  }
   eval::validate(options, loaded);
 
   const bool terminal = isatty(fileno(stderr)) != 0;
@@ -113,6 +120,8 @@ void add_eval_command(CLI::App& app) {
   command->add_option("args", args->positional, "[RECIPE.yaml] [key=value ...]");
   command->add_option("--model", args->model, "model directory");
   command->add_option("--policy", args->policies, "policy spec; repeat to compare (full is always measured)")
+      ->allow_extra_args(false);
+  command->add_option("--artifact", args->artifacts, "artifact file from kvforge train; repeatable")
       ->allow_extra_args(false);
   command->add_option("--tasks", args->tasks, "comma-separated tasks, e.g. passkey,niah_single");
   command->add_option("--lengths", args->lengths, "comma-separated prompt lengths in tokens");

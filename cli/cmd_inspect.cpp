@@ -84,7 +84,13 @@ void inspect_file(const std::string& path) {
     std::cout << "metadata: none\n";
   } else {
     std::cout << "metadata:\n";
-    for (const auto& [key, value] : file.metadata()) std::cout << "  " << key << ": " << value << "\n";
+    for (const auto& [key, value] : file.metadata()) {
+      // Multi-line values (an artifact's recipe) continue indented under their key.
+      std::string text = value;
+      while (!text.empty() && text.back() == '\n') text.pop_back();
+      for (size_t at = text.find('\n'); at != std::string::npos; at = text.find('\n', at + 5)) text.replace(at, 1, "\n    ");
+      std::cout << "  " << key << ": " << text << "\n";
+    }
   }
   std::cout << "\n";
   std::vector<TensorRow> rows;

@@ -3,9 +3,11 @@
 // PolicySpec with every parameter filled in, and a PolicySpec plus a model and a prompt length becomes a
 // CachePlan. The training-free baselines live in baselines.h; the table of names is registry.cpp.
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "checkpoints/artifact.h"
 #include "policies/cache_plan.h"
 #include "runtime/model_config.h"
 
@@ -15,11 +17,16 @@ struct PolicySpec {
   std::string label;  // the spec as given, used in reports
   std::string name;
   std::map<std::string, double> parameters;  // given values over the policy's defaults
+  std::shared_ptr<const Artifact> artifact;  // learned policies: what the trainer exported
 };
 
 // Throws InputError naming `source` (e.g. "--policy") for an unknown policy or parameter, or a value out of
 // range, listing what is valid.
 PolicySpec parse_policy(const std::string& text, const std::string& source = "--policy");
+
+// The learned policy that reads `artifact` (already checked against the model), by its kvforge.method.
+// An artifact whose method no policy reads is an InputError naming the file and the method.
+PolicySpec policy_from_artifact(std::shared_ptr<const Artifact> artifact);
 
 CachePlan plan_cache(const PolicySpec& spec, const ModelConfig& config, int64_t prompt_tokens);
 

@@ -144,6 +144,14 @@ PolicySpec parse_policy(const std::string& text, const std::string& source) {
   return spec;
 }
 
+PolicySpec policy_from_artifact(std::shared_ptr<const Artifact> artifact) {
+  // Learned policies register here as their trainers land (RLKV heads, CSKV ranks, PrefixKV budgets,
+  // Lizard layers, KV Prediction); until then every artifact is refused with the reason.
+  fail_input(artifact->path, "__metadata__.kvforge.method",
+             "no policy in this kvforge reads method '" + artifact->method +
+                 "'; the learned policies (rlkv, cskv, prefixkv, lizard, kvpred) are not built yet");
+}
+
 CachePlan plan_cache(const PolicySpec& spec, const ModelConfig& config, int64_t prompt_tokens) {
   return find_entry(spec.name)->plan(spec, config, prompt_tokens);
 }

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <sys/wait.h>
 
+#include "checkpoints/artifact.h"
 #include "runtime/json_file.h"
 #include "tests/test_util.h"
 
@@ -137,6 +138,19 @@ TEST(Cli, EvalRefusesBadInputBeforeRunning) {
   testing::write_file(dir + "/bad.jsonl", "{\"text\": \"fine\"}\n{\"txt\": 1}\n");
   expect_one_line_error(run_kvforge("eval" + model + " --perplexity " + dir + "/bad.jsonl"), {"bad.jsonl", "line 2", "text"});
   EXPECT_FALSE(std::filesystem::exists(dir + "/out"));
+}
+
+TEST(Cli, EvalRefusesAnArtifactMadeForAnotherModel) {
+  const std::string dir = testing::make_temp_dir("eval-artifact");
+  Artifact artifact;
+  artifact.method = "prefixkv";
+  artifact.model = ModelFingerprint::of(ModelConfig::from_file(fixture("../../models/small-base-gpu/config.json")));
+  artifact.metrics = {{"kv_ratio", 0.5}};
+  artifact.tensors["layer_budgets"] = at::full({6}, 0.5);
+  write_artifact(dir + "/budgets.safetensors", artifact);
+  expect_one_line_error(run_kvforge("eval --model " + fixture("../../models/tiny-base") + " --device cpu --artifact " +
+                                    dir + "/budgets.safetensors --tasks passkey --lengths 256"),
+                        {"budgets.safetensors", "kvforge.model.layers", "made for another model", "6 here, 3 in"});
 }
 
 }  // namespace
