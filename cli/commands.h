@@ -4,6 +4,7 @@
 
 namespace kvforge {
 
+void add_bench_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);

@@ -8,6 +8,7 @@
 int main(int argc, char** argv) {
   CLI::App app{"kvforge: train, export and evaluate KV-cache compression for Llama-family models"};
   app.require_subcommand(1);
+  kvforge::add_bench_command(app);
   kvforge::add_eval_command(app);
   kvforge::add_generate_command(app);
   kvforge::add_inspect_command(app);

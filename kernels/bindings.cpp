@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernels/decode_attention.h"
 #include "kernels/rms_norm.h"
 
 #ifdef KVFORGE_HAVE_CUDA
@@ -50,6 +51,88 @@ at::Tensor rms_norm_reference(const at::Tensor& x, const at::Tensor& weight, dou
   const int64_t dim = x64.size(-1);
   kvforge::kernels::rms_norm_reference(x64.data_ptr<double>(), w64.data_ptr<double>(), out.data_ptr<double>(),
                                        x64.numel() / dim, dim, eps);
+  return out;
+}
+
+namespace {
+
+DecodeAttentionShape decode_shape(const at::Tensor& q, const at::Tensor& k) {
+  DecodeAttentionShape shape;
+  shape.batch = q.size(0);
+  shape.heads = q.size(1);
+  shape.kv_heads = k.size(1);
+  shape.head_dim = q.size(3);
+  shape.slots = k.size(2);
+  return shape;
+}
+
+}  // namespace
+
+bool decode_attention_supported(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const at::Tensor& positions) {
+#ifdef KVFORGE_HAVE_CUDA
+  if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4 || positions.dim() != 2 || q.size(2) != 1) return false;
+  const bool needs_grad = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+  const int64_t head_dim = q.size(3);
+  auto aligned = [](const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; };
+  auto rows_contiguous = [&](const at::Tensor& t) {
+    return t.stride(3) == 1 && t.stride(2) == head_dim && t.stride(1) % 8 == 0 && t.stride(0) % 8 == 0;
+  };
+  return !needs_grad && q.is_cuda() && k.device() == q.device() && v.device() == q.device() &&
+         positions.device() == q.device() && q.scalar_type() == at::kBFloat16 && k.scalar_type() == at::kBFloat16 &&
+         v.scalar_type() == at::kBFloat16 && positions.scalar_type() == at::kLong && q.is_contiguous() &&
+         k.sizes() == v.sizes() && k.strides() == v.strides() && k.size(0) == q.size(0) && k.size(3) == head_dim &&
+         q.size(1) % k.size(1) == 0 && decode_attention_supported(head_dim, q.size(1) / k.size(1)) &&
+         rows_contiguous(k) && aligned(k) && aligned(v) && aligned(q) && positions.size(0) == q.size(0) &&
+         positions.size(1) == k.size(2) && positions.stride(1) == 1;
+#else
+  (void)q, (void)k, (void)v, (void)positions;
+  return false;
+#endif
+}
+
+at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& positions,
+                            double scale, at::Tensor out) {
+  if (!decode_attention_supported(q, k, v, positions))
+    throw std::invalid_argument("kernels::decode_attention: unsupported tensors");
+#ifdef KVFORGE_HAVE_CUDA
+  if (!out.defined()) out = at::empty_like(q);
+  const DecodeAttentionShape shape = decode_shape(q, k);
+  const int device = q.device().index();
+  DecodeAttentionParams params;
+  params.shape = shape;
+  params.splits = decode_attention_splits(shape, at::cuda::getDeviceProperties(device)->multiProcessorCount);
+  at::Tensor workspace =
+      at::empty({decode_attention_workspace_floats(shape, params.splits)}, q.options().dtype(at::kFloat));
+  params.q = reinterpret_cast<const uint16_t*>(q.data_ptr());
+  params.k = reinterpret_cast<const uint16_t*>(k.data_ptr());
+  params.v = reinterpret_cast<const uint16_t*>(v.data_ptr());
+  params.batch_stride = k.stride(0);
+  params.head_stride = k.stride(1);
+  params.positions = positions.data_ptr<int64_t>();
+  params.positions_stride = positions.stride(0);
+  params.out = reinterpret_cast<uint16_t*>(out.data_ptr());
+  params.scale = static_cast<float>(scale);
+  params.workspace = workspace.data_ptr<float>();
+  cudaError_t status = launch_decode_attention_bf16(params, at::cuda::getCurrentCUDAStream(device));
+  if (status != cudaSuccess)
+    throw std::runtime_error(std::string("decode_attention launch failed: ") + cudaGetErrorString(status));
+  return out;
+#else
+  (void)scale;
+  return out;
+#endif
+}
+
+at::Tensor decode_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                      const at::Tensor& positions, double scale) {
+  at::Tensor q64 = q.detach().to(at::kCPU, at::kDouble).contiguous();
+  at::Tensor k64 = k.detach().to(at::kCPU, at::kDouble).contiguous();
+  at::Tensor v64 = v.detach().to(at::kCPU, at::kDouble).contiguous();
+  at::Tensor p64 = positions.detach().to(at::kCPU, at::kLong).contiguous();
+  at::Tensor out = at::empty_like(q64);
+  decode_attention_reference(q64.data_ptr<double>(), k64.data_ptr<double>(), v64.data_ptr<double>(),
+                             p64.data_ptr<int64_t>(), out.data_ptr<double>(), decode_shape(q64, k64), scale);
   return out;
 }
 

@@ -14,4 +14,20 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 // The float64 CPU reference on any tensors (returns float64 on the CPU).
 at::Tensor rms_norm_reference(const at::Tensor& x, const at::Tensor& weight, double eps);
 
+// True when the decode-attention kernel can serve one query token per sequence: built with CUDA, bf16 on
+// one GPU, q [batch, heads, 1, head_dim] contiguous, k and v [batch, kv_heads, slots, head_dim] with rows
+// contiguous (a view of a larger cache buffer is fine) and 16-byte aligned, positions [batch, slots] int64,
+// head_dim 64/128, group 1/2/4/8, no gradient.
+bool decode_attention_supported(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const at::Tensor& positions);
+
+// Attention of each sequence's single query over the slots whose position is >= 0. Returns
+// [batch, heads, 1, head_dim] bf16, written into `out` when given (tests poison it first).
+at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& positions,
+                            double scale, at::Tensor out = {});
+
+// The float64 CPU reference on any tensors of those shapes (returns float64 on the CPU).
+at::Tensor decode_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                      const at::Tensor& positions, double scale);
+
 }  // namespace kvforge::kernels

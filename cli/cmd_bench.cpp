@@ -1,0 +1,107 @@
+// kvforge bench decode: decode attention on one GPU, this project's kernel against PyTorch SDPA on the same
+// inputs, each as achieved GB/s of K/V read and as a share of the copy bandwidth measured in the same run.
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <iostream>
+#include <torch/cuda.h>
+#include <vector>
+
+#include "cli/commands.h"
+#include "kernels/bindings.h"
+#include "runtime/input_error.h"
+
+#ifdef KVFORGE_HAVE_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
+#endif
+
+namespace kvforge {
+namespace {
+
+struct BenchArgs {
+  std::vector<int64_t> batches{1, 8};
+  std::vector<int64_t> lengths{4096, 16384, 32768};
+  int64_t heads = 32;
+  int64_t kv_heads = 8;
+  int64_t head_dim = 128;
+  int64_t iterations = 50;
+};
+
+#ifdef KVFORGE_HAVE_CUDA
+// Median milliseconds of `iterations` runs, timed with CUDA events after a warm-up.
+double median_ms(const std::function<void()>& work, int64_t iterations) {
+  for (int i = 0; i < 3; ++i) work();
+  std::vector<double> times;
+  for (int64_t i = 0; i < iterations; ++i) {
+    at::cuda::CUDAEvent start(cudaEventDefault), stop(cudaEventDefault);
+    start.record();
+    work();
+    stop.record();
+    stop.synchronize();
+    times.push_back(start.elapsed_time(stop));
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+void run_decode_bench(const BenchArgs& args) {
+  if (!torch::cuda::is_available()) fail_input("command line", "bench decode", "needs a CUDA device");
+  const auto props = at::cuda::getCurrentDeviceProperties();
+  const auto bf16 = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+  std::printf("decode attention on %s: %lld query heads, %lld KV heads, head_dim %lld, bf16; median of %lld runs\n",
+              props->name, static_cast<long long>(args.heads), static_cast<long long>(args.kv_heads),
+              static_cast<long long>(args.head_dim), static_cast<long long>(args.iterations));
+  std::printf("%6s %8s %9s | %10s %9s %7s | %10s %9s %7s | %8s\n", "batch", "tokens", "KV MiB", "copy GB/s", "kernel us",
+              "% copy", "SDPA us", "SDPA GB/s", "% copy", "SDPA/ours");
+  for (int64_t batch : args.batches) {
+    for (int64_t length : args.lengths) {
+      torch::NoGradGuard no_grad;
+      at::Tensor q = at::randn({batch, args.heads, 1, args.head_dim}, bf16);
+      at::Tensor k = at::randn({batch, args.kv_heads, length, args.head_dim}, bf16);
+      at::Tensor v = at::randn({batch, args.kv_heads, length, args.head_dim}, bf16);
+      at::Tensor positions = at::arange(length, bf16.dtype(at::kLong)).unsqueeze(0).repeat({batch, 1});
+      const double scale = 1.0 / std::sqrt(static_cast<double>(args.head_dim));
+      const double kv_bytes = 2.0 * k.nbytes();
+      // Copy bandwidth: reading and writing the K/V bytes once, the bound a read-only kernel is held to.
+      at::Tensor source = at::cat({k.flatten(), v.flatten()}), target = at::empty_like(source);
+      const double copy_ms = median_ms([&] { target.copy_(source); }, args.iterations);
+      const double copy_gbs = 2 * kv_bytes / copy_ms / 1e6;
+      at::Tensor out = at::empty_like(q);
+      const double ours_ms =
+          median_ms([&] { kernels::decode_attention(q, k, v, positions, scale, out); }, args.iterations);
+      const double sdpa_ms = median_ms(
+          [&] {
+            at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/false,
+                                             scale, /*enable_gqa=*/true);
+          },
+          args.iterations);
+      const double ours_gbs = kv_bytes / ours_ms / 1e6, sdpa_gbs = kv_bytes / sdpa_ms / 1e6;
+      std::printf("%6lld %8lld %9.1f | %10.0f %9.1f %6.1f%% | %10.1f %9.0f %6.1f%% | %7.2fx\n",
+                  static_cast<long long>(batch), static_cast<long long>(length), kv_bytes / 1048576.0, copy_gbs,
+                  ours_ms * 1e3, 100 * ours_gbs / copy_gbs, sdpa_ms * 1e3, sdpa_gbs, 100 * sdpa_gbs / copy_gbs,
+                  sdpa_ms / ours_ms);
+    }
+  }
+}
+#else
+void run_decode_bench(const BenchArgs&) { fail_input("command line", "bench decode", "this build has no CUDA"); }
+#endif
+
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+  CLI::App* bench = app.add_subcommand("bench", "Benchmarks that print ratios against baselines measured in the same run");
+  bench->require_subcommand(1);
+  auto args = std::make_shared<BenchArgs>();
+  CLI::App* decode = bench->add_subcommand("decode", "Decode attention: this kernel vs PyTorch SDPA vs copy bandwidth");
+  decode->add_option("--batch", args->batches, "batch sizes")->delimiter(',');
+  decode->add_option("--lengths", args->lengths, "cached tokens per sequence")->delimiter(',');
+  decode->add_option("--heads", args->heads, "query heads");
+  decode->add_option("--kv-heads", args->kv_heads, "KV heads");
+  decode->add_option("--head-dim", args->head_dim, "64 or 128");
+  decode->add_option("--iterations", args->iterations, "timed runs per measurement");
+  decode->callback([args] { run_decode_bench(*args); });
+}
+
+}  // namespace kvforge

@@ -1,0 +1,220 @@
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/decode_attention.h"
+
+namespace kvforge::kernels {
+namespace {
+
+constexpr int kThreads = 128;    // 4 warps per (sequence, KV head, chunk)
+constexpr int kMinChunk = 256;   // keys per chunk at least, so the merge stays cheap
+
+// Per (sequence, KV head, chunk): for each of the GROUP query heads, the unnormalised output over the
+// chunk's keys plus its softmax max and sum, written to the workspace for decode_merge_kernel.
+//
+// Keys stream from global memory straight into registers: a "team" of HEAD_DIM/8 lanes reads one key row
+// with 16-byte loads (8 channels per lane), so a warp covers 32/(HEAD_DIM/8) keys at once and each lane
+// keeps its 8 channels of every query head, of the running output and of the loaded rows in registers.
+// UNROLL rows per team are loaded before any is used, to keep enough bytes in flight.
+template <int HEAD_DIM, int GROUP>
+__global__ void __launch_bounds__(kThreads) decode_chunk_kernel(DecodeAttentionParams p, int64_t chunk) {
+  constexpr int kTeamLanes = HEAD_DIM / 8;
+  constexpr int kTeamsPerWarp = 32 / kTeamLanes;
+  constexpr int kTeams = kThreads / 32 * kTeamsPerWarp;
+  constexpr int kUnroll = GROUP >= 8 ? 2 : 4;
+  __shared__ float team_max[kTeams][GROUP], team_sum[kTeams][GROUP];
+  __shared__ __align__(16) float team_out[kTeams][GROUP][HEAD_DIM];
+
+  const DecodeAttentionShape& shape = p.shape;
+  const int split = blockIdx.x;
+  const int64_t b = blockIdx.y / shape.kv_heads, kv_head = blockIdx.y % shape.kv_heads;
+  const int64_t begin = split * chunk, end = min(begin + chunk, shape.slots);
+  const int lane = threadIdx.x % 32, team = threadIdx.x / kTeamLanes, channel = (lane % kTeamLanes) * 8;
+
+  float query[GROUP][8], out[GROUP][8], running_max[GROUP], running_sum[GROUP];
+  const __nv_bfloat16* q_rows =
+      reinterpret_cast<const __nv_bfloat16*>(p.q) + (b * shape.heads + kv_head * GROUP) * HEAD_DIM;
+#pragma unroll
+  for (int g = 0; g < GROUP; ++g) {
+    const uint4 packed = *reinterpret_cast<const uint4*>(q_rows + g * HEAD_DIM + channel);
+    const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&packed);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 pair = __bfloat1622float2(pairs[i]);
+      query[g][2 * i] = pair.x * p.scale;
+      query[g][2 * i + 1] = pair.y * p.scale;
+    }
+#pragma unroll
+    for (int e = 0; e < 8; ++e) out[g][e] = 0.f;
+    running_max[g] = -INFINITY;
+    running_sum[g] = 0.f;
+  }
+
+  const __nv_bfloat16* k_base =
+      reinterpret_cast<const __nv_bfloat16*>(p.k) + b * p.batch_stride + kv_head * p.head_stride + channel;
+  const __nv_bfloat16* v_base =
+      reinterpret_cast<const __nv_bfloat16*>(p.v) + b * p.batch_stride + kv_head * p.head_stride + channel;
+  const int64_t* positions = p.positions + b * p.positions_stride;
+
+  // The trip count is the same for every lane (shuffles below need the whole warp); slots past the
+  // chunk are loaded by nobody and attended by nobody.
+  for (int64_t base = begin; base < end; base += static_cast<int64_t>(kTeams) * kUnroll) {
+    uint4 k_rows[kUnroll], v_rows[kUnroll];
+    bool attended[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t slot = base + team + static_cast<int64_t>(u) * kTeams;
+      k_rows[u] = v_rows[u] = make_uint4(0, 0, 0, 0);
+      attended[u] = slot < end && positions[slot] >= 0;
+      if (slot < end) {
+        k_rows[u] = *reinterpret_cast<const uint4*>(k_base + slot * HEAD_DIM);
+        v_rows[u] = *reinterpret_cast<const uint4*>(v_base + slot * HEAD_DIM);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      float key[8], value[8];
+      const __nv_bfloat162* k_pairs = reinterpret_cast<const __nv_bfloat162*>(&k_rows[u]);
+      const __nv_bfloat162* v_pairs = reinterpret_cast<const __nv_bfloat162*>(&v_rows[u]);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float2 kp = __bfloat1622float2(k_pairs[i]), vp = __bfloat1622float2(v_pairs[i]);
+        key[2 * i] = kp.x;
+        key[2 * i + 1] = kp.y;
+        value[2 * i] = vp.x;
+        value[2 * i + 1] = vp.y;
+      }
+#pragma unroll
+      for (int g = 0; g < GROUP; ++g) {
+        float score = 0.f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) score += query[g][e] * key[e];
+        // The team's lanes hold different channels: sum the partial dots across the team.
+#pragma unroll
+        for (int offset = kTeamLanes / 2; offset > 0; offset >>= 1) score += __shfl_xor_sync(0xffffffffu, score, offset);
+        if (!attended[u]) continue;  // uniform within a team, so the shuffles above stay converged
+        const float new_max = fmaxf(running_max[g], score);
+        const float factor = __expf(running_max[g] - new_max);  // 0 while the old max is -inf
+        const float weight = __expf(score - new_max);
+        running_sum[g] = running_sum[g] * factor + weight;
+        running_max[g] = new_max;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) out[g][e] = out[g][e] * factor + weight * value[e];
+      }
+    }
+  }
+
+  // Merge the teams of this block: lane 0 of a team posts its statistics, every lane its channels.
+  if (lane % kTeamLanes == 0) {
+#pragma unroll
+    for (int g = 0; g < GROUP; ++g) {
+      team_max[team][g] = running_max[g];
+      team_sum[team][g] = running_sum[g];
+    }
+  }
+#pragma unroll
+  for (int g = 0; g < GROUP; ++g)
+#pragma unroll
+    for (int e = 0; e < 8; ++e) team_out[team][g][channel + e] = out[g][e];
+  __syncthreads();
+
+  const int64_t rows = shape.batch * shape.heads;
+  float* partial_out = p.workspace;
+  float* partial_max = partial_out + rows * p.splits * HEAD_DIM;
+  float* partial_sum = partial_max + rows * p.splits;
+  const int64_t first_row = b * shape.heads + kv_head * GROUP;
+  for (int e = threadIdx.x; e < GROUP * HEAD_DIM; e += kThreads) {
+    const int g = e / HEAD_DIM, d = e % HEAD_DIM;
+    float largest = -INFINITY;
+#pragma unroll
+    for (int t = 0; t < kTeams; ++t) largest = fmaxf(largest, team_max[t][g]);
+    float value = 0.f, total = 0.f;
+    if (largest != -INFINITY) {
+#pragma unroll
+      for (int t = 0; t < kTeams; ++t) {
+        const float factor = __expf(team_max[t][g] - largest);
+        value += team_out[t][g][d] * factor;
+        total += team_sum[t][g] * factor;
+      }
+    }
+    partial_out[((first_row + g) * p.splits + split) * HEAD_DIM + d] = value;
+    if (d == 0) {
+      partial_max[(first_row + g) * p.splits + split] = largest;
+      partial_sum[(first_row + g) * p.splits + split] = total;
+    }
+  }
+}
+
+// One block per (sequence, query head): chunks weighted by exp(max_s - max) and normalised by the total.
+__global__ void decode_merge_kernel(DecodeAttentionParams p) {
+  const int64_t row = blockIdx.x, head_dim = p.shape.head_dim;
+  const int64_t rows = p.shape.batch * p.shape.heads;
+  const float* partial_out = p.workspace;
+  const float* partial_max = partial_out + rows * p.splits * head_dim;
+  const float* partial_sum = partial_max + rows * p.splits;
+  float largest = -INFINITY;
+  for (int s = 0; s < p.splits; ++s) largest = fmaxf(largest, partial_max[row * p.splits + s]);
+  float total = 0.f;
+  for (int s = 0; s < p.splits; ++s) {
+    const float m = partial_max[row * p.splits + s];
+    if (m != -INFINITY) total += partial_sum[row * p.splits + s] * __expf(m - largest);
+  }
+  for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float value = 0.f;
+    for (int s = 0; s < p.splits; ++s) {
+      const float m = partial_max[row * p.splits + s];
+      if (m != -INFINITY) value += partial_out[(row * p.splits + s) * head_dim + d] * __expf(m - largest);
+    }
+    reinterpret_cast<__nv_bfloat16*>(p.out)[row * head_dim + d] = __float2bfloat16_rn(total > 0.f ? value / total : 0.f);
+  }
+}
+
+template <int HEAD_DIM, int GROUP>
+cudaError_t launch_for(const DecodeAttentionParams& p, cudaStream_t stream) {
+  const int64_t chunk = (p.shape.slots + p.splits - 1) / p.splits;
+  const dim3 grid(static_cast<unsigned>(p.splits), static_cast<unsigned>(p.shape.batch * p.shape.kv_heads));
+  decode_chunk_kernel<HEAD_DIM, GROUP><<<grid, kThreads, 0, stream>>>(p, chunk);
+  decode_merge_kernel<<<static_cast<unsigned>(p.shape.batch * p.shape.heads), HEAD_DIM, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <int HEAD_DIM>
+cudaError_t launch_for_dim(const DecodeAttentionParams& p, cudaStream_t stream) {
+  switch (p.shape.heads / p.shape.kv_heads) {
+    case 1: return launch_for<HEAD_DIM, 1>(p, stream);
+    case 2: return launch_for<HEAD_DIM, 2>(p, stream);
+    case 4: return launch_for<HEAD_DIM, 4>(p, stream);
+    case 8: return launch_for<HEAD_DIM, 8>(p, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace
+
+bool decode_attention_supported(int64_t head_dim, int64_t group) {
+  return (head_dim == 64 || head_dim == 128) && (group == 1 || group == 2 || group == 4 || group == 8);
+}
+
+int decode_attention_splits(const DecodeAttentionShape& shape, int multiprocessors) {
+  const int64_t blocks = shape.batch * shape.kv_heads;
+  const int64_t wanted = (16 * static_cast<int64_t>(multiprocessors) + blocks - 1) / blocks;  // ~16 waves: small tail
+  const int64_t most = std::max<int64_t>(1, (shape.slots + kMinChunk - 1) / kMinChunk);
+  return static_cast<int>(std::clamp<int64_t>(wanted, 1, most));
+}
+
+int64_t decode_attention_workspace_floats(const DecodeAttentionShape& shape, int splits) {
+  return shape.batch * shape.heads * splits * (shape.head_dim + 2);
+}
+
+cudaError_t launch_decode_attention_bf16(const DecodeAttentionParams& params, cudaStream_t stream) {
+  if (params.shape.batch == 0 || params.shape.slots == 0) return cudaSuccess;
+  switch (params.shape.head_dim) {
+    case 64: return launch_for_dim<64>(params, stream);
+    case 128: return launch_for_dim<128>(params, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace kvforge::kernels

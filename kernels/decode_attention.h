@@ -1,0 +1,57 @@
+#pragma once
+// Decode attention: one new query token per sequence against a KV cache, flash-decoding style. The
+// sequence is split into chunks that run in parallel (so batch 1 still fills the GPU); the query heads
+// of a KV head share every K/V read (GQA, never repeating K/V); partial results are merged by their
+// softmax statistics in a second pass. bf16 storage, fp32 accumulation. Plain pointers; the binding
+// layer validates.
+//
+// Cache layout: element (sequence b, KV head h, slot s, channel d) of K or V lives at
+//   b * batch_stride + h * head_stride + s * head_dim + d
+// (the runtime's [batch, kv_heads, capacity, head_dim] buffers). A slot is attended iff its position
+// positions[b * positions_stride + s] is >= 0; slots >= `slots` are never read.
+#include <cstdint>
+
+#ifdef KVFORGE_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+namespace kvforge::kernels {
+
+struct DecodeAttentionShape {
+  int64_t batch = 0;
+  int64_t heads = 0;     // query heads, a multiple of kv_heads
+  int64_t kv_heads = 0;
+  int64_t head_dim = 0;  // 64 or 128 on the GPU
+  int64_t slots = 0;     // filled cache slots per sequence
+};
+
+// Float64 reference. q, out: [batch, heads, head_dim]; k, v: [batch, kv_heads, slots, head_dim] contiguous;
+// positions: [batch, slots]. A sequence with no attended slot gets zeros.
+void decode_attention_reference(const double* q, const double* k, const double* v, const int64_t* positions,
+                                double* out, const DecodeAttentionShape& shape, double scale);
+
+#ifdef KVFORGE_HAVE_CUDA
+struct DecodeAttentionParams {
+  DecodeAttentionShape shape;
+  const uint16_t* q = nullptr;  // bf16 [batch, heads, head_dim] contiguous
+  const uint16_t* k = nullptr;  // bf16, strides below
+  const uint16_t* v = nullptr;
+  int64_t batch_stride = 0;  // elements between sequences in k and v
+  int64_t head_stride = 0;   // elements between KV heads in k and v
+  const int64_t* positions = nullptr;
+  int64_t positions_stride = 0;
+  uint16_t* out = nullptr;  // bf16 [batch, heads, head_dim]
+  float scale = 1.0f;
+  // Workspace of decode_attention_workspace_floats(shape, splits) floats; splits from decode_attention_splits.
+  float* workspace = nullptr;
+  int splits = 1;
+};
+
+// Chunks per sequence: enough blocks for a few waves over `multiprocessors`, none shorter than one tile.
+int decode_attention_splits(const DecodeAttentionShape& shape, int multiprocessors);
+int64_t decode_attention_workspace_floats(const DecodeAttentionShape& shape, int splits);
+bool decode_attention_supported(int64_t head_dim, int64_t group);  // head_dim 64/128, group 1/2/4/8
+cudaError_t launch_decode_attention_bf16(const DecodeAttentionParams& params, cudaStream_t stream);
+#endif
+
+}  // namespace kvforge::kernels
