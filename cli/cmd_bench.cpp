@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <functional>
+#include <string>
 #include <iostream>
 #include <torch/cuda.h>
 #include <vector>
@@ -26,6 +27,7 @@ struct BenchArgs {
   int64_t kv_heads = 8;
   int64_t head_dim = 128;
   int64_t iterations = 50;
+  std::vector<int64_t> splits{0};  // 0 = the kernel's own choice
 };
 
 #ifdef KVFORGE_HAVE_CUDA
@@ -68,19 +70,22 @@ void run_decode_bench(const BenchArgs& args) {
       const double copy_ms = median_ms([&] { target.copy_(source); }, args.iterations);
       const double copy_gbs = 2 * kv_bytes / copy_ms / 1e6;
       at::Tensor out = at::empty_like(q);
-      const double ours_ms =
-          median_ms([&] { kernels::decode_attention(q, k, v, positions, scale, out); }, args.iterations);
       const double sdpa_ms = median_ms(
           [&] {
             at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/false,
                                              scale, /*enable_gqa=*/true);
           },
           args.iterations);
-      const double ours_gbs = kv_bytes / ours_ms / 1e6, sdpa_gbs = kv_bytes / sdpa_ms / 1e6;
-      std::printf("%6lld %8lld %9.1f | %10.0f %9.1f %6.1f%% | %10.1f %9.0f %6.1f%% | %7.2fx\n",
-                  static_cast<long long>(batch), static_cast<long long>(length), kv_bytes / 1048576.0, copy_gbs,
-                  ours_ms * 1e3, 100 * ours_gbs / copy_gbs, sdpa_ms * 1e3, sdpa_gbs, 100 * sdpa_gbs / copy_gbs,
-                  sdpa_ms / ours_ms);
+      const double sdpa_gbs = kv_bytes / sdpa_ms / 1e6;
+      for (int64_t splits : args.splits) {
+        const double ours_ms = median_ms(
+            [&] { kernels::decode_attention(q, k, v, positions, scale, out, splits); }, args.iterations);
+        const double ours_gbs = kv_bytes / ours_ms / 1e6;
+        std::printf("%6lld %8lld %9.1f | %10.0f %9.1f %6.1f%% | %10.1f %9.0f %6.1f%% | %7.2fx%s\n",
+                    static_cast<long long>(batch), static_cast<long long>(length), kv_bytes / 1048576.0, copy_gbs,
+                    ours_ms * 1e3, 100 * ours_gbs / copy_gbs, sdpa_ms * 1e3, sdpa_gbs, 100 * sdpa_gbs / copy_gbs,
+                    sdpa_ms / ours_ms, splits > 0 ? (" (" + std::to_string(splits) + " splits)").c_str() : "");
+      }
     }
   }
 }
@@ -101,6 +106,7 @@ void add_bench_command(CLI::App& app) {
   decode->add_option("--kv-heads", args->kv_heads, "KV heads");
   decode->add_option("--head-dim", args->head_dim, "64 or 128");
   decode->add_option("--iterations", args->iterations, "timed runs per measurement");
+  decode->add_option("--splits", args->splits, "chunks per sequence to try (0 = the kernel's choice)")->delimiter(',');
   decode->callback([args] { run_decode_bench(*args); });
 }
 

@@ -1,6 +1,7 @@
 #include "kernels/bindings.h"
 
 #include <ATen/core/grad_mode.h>
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -92,7 +93,7 @@ bool decode_attention_supported(const at::Tensor& q, const at::Tensor& k, const 
 }
 
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& positions,
-                            double scale, at::Tensor out) {
+                            double scale, at::Tensor out, int64_t splits) {
   if (!decode_attention_supported(q, k, v, positions))
     throw std::invalid_argument("kernels::decode_attention: unsupported tensors");
 #ifdef KVFORGE_HAVE_CUDA
@@ -101,7 +102,8 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
   const int device = q.device().index();
   DecodeAttentionParams params;
   params.shape = shape;
-  params.splits = decode_attention_splits(shape, at::cuda::getDeviceProperties(device)->multiProcessorCount);
+  params.splits = splits > 0 ? static_cast<int>(std::min(splits, shape.slots))
+                             : decode_attention_splits(shape, at::cuda::getDeviceProperties(device)->multiProcessorCount);
   at::Tensor workspace =
       at::empty({decode_attention_workspace_floats(shape, params.splits)}, q.options().dtype(at::kFloat));
   params.q = reinterpret_cast<const uint16_t*>(q.data_ptr());
@@ -119,7 +121,7 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
     throw std::runtime_error(std::string("decode_attention launch failed: ") + cudaGetErrorString(status));
   return out;
 #else
-  (void)scale;
+  (void)scale, (void)splits;
   return out;
 #endif
 }

@@ -22,9 +22,10 @@ bool decode_attention_supported(const at::Tensor& q, const at::Tensor& k, const 
                                 const at::Tensor& positions);
 
 // Attention of each sequence's single query over the slots whose position is >= 0. Returns
-// [batch, heads, 1, head_dim] bf16, written into `out` when given (tests poison it first).
+// [batch, heads, 1, head_dim] bf16, written into `out` when given (tests poison it first). `splits` > 0
+// overrides the chunks per sequence (benchmarks explore it).
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& positions,
-                            double scale, at::Tensor out = {});
+                            double scale, at::Tensor out = {}, int64_t splits = 0);
 
 // The float64 CPU reference on any tensors of those shapes (returns float64 on the CPU).
 at::Tensor decode_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

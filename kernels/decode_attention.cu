@@ -17,7 +17,7 @@ constexpr int kMinChunk = 256;   // keys per chunk at least, so the merge stays 
 // Keys stream from global memory straight into registers: a "team" of HEAD_DIM/8 lanes reads one key row
 // with 16-byte loads (8 channels per lane), so a warp covers 32/(HEAD_DIM/8) keys at once and each lane
 // keeps its 8 channels of every query head, of the running output and of the loaded rows in registers.
-// UNROLL rows per team are loaded before any is used, to keep enough bytes in flight.
+// kUnroll rows per team are loaded before any is used, to keep enough bytes in flight.
 template <int HEAD_DIM, int GROUP>
 __global__ void __launch_bounds__(kThreads) decode_chunk_kernel(DecodeAttentionParams p, int64_t chunk) {
   constexpr int kTeamLanes = HEAD_DIM / 8;
@@ -68,41 +68,58 @@ __global__ void __launch_bounds__(kThreads) decode_chunk_kernel(DecodeAttentionP
       const int64_t slot = base + team + static_cast<int64_t>(u) * kTeams;
       k_rows[u] = v_rows[u] = make_uint4(0, 0, 0, 0);
       attended[u] = slot < end && positions[slot] >= 0;
-      if (slot < end) {
+      if (attended[u]) {  // padding slots are never read, so whatever they hold cannot reach the output
         k_rows[u] = *reinterpret_cast<const uint4*>(k_base + slot * HEAD_DIM);
         v_rows[u] = *reinterpret_cast<const uint4*>(v_base + slot * HEAD_DIM);
       }
     }
+    // Scores of the kUnroll rows for every query head, summed across the team's lanes.
+    float scores[kUnroll][GROUP];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      float key[8], value[8];
       const __nv_bfloat162* k_pairs = reinterpret_cast<const __nv_bfloat162*>(&k_rows[u]);
-      const __nv_bfloat162* v_pairs = reinterpret_cast<const __nv_bfloat162*>(&v_rows[u]);
+      float key[8];
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const float2 kp = __bfloat1622float2(k_pairs[i]), vp = __bfloat1622float2(v_pairs[i]);
+        const float2 kp = __bfloat1622float2(k_pairs[i]);
         key[2 * i] = kp.x;
         key[2 * i + 1] = kp.y;
-        value[2 * i] = vp.x;
-        value[2 * i + 1] = vp.y;
       }
 #pragma unroll
       for (int g = 0; g < GROUP; ++g) {
         float score = 0.f;
 #pragma unroll
         for (int e = 0; e < 8; ++e) score += query[g][e] * key[e];
-        // The team's lanes hold different channels: sum the partial dots across the team.
 #pragma unroll
         for (int offset = kTeamLanes / 2; offset > 0; offset >>= 1) score += __shfl_xor_sync(0xffffffffu, score, offset);
-        if (!attended[u]) continue;  // uniform within a team, so the shuffles above stay converged
-        const float new_max = fmaxf(running_max[g], score);
-        const float factor = __expf(running_max[g] - new_max);  // 0 while the old max is -inf
-        const float weight = __expf(score - new_max);
-        running_sum[g] = running_sum[g] * factor + weight;
-        running_max[g] = new_max;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) out[g][e] = out[g][e] * factor + weight * value[e];
+        scores[u][g] = attended[u] ? score : -INFINITY;
       }
+    }
+    // One online-softmax step per kUnroll rows: a single rescale of the running output per query head.
+#pragma unroll
+    for (int g = 0; g < GROUP; ++g) {
+      float new_max = running_max[g];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) new_max = fmaxf(new_max, scores[u][g]);
+      if (new_max == -INFINITY) continue;  // nothing attended yet
+      const float factor = __expf(running_max[g] - new_max);  // 0 while the old max is -inf
+      float sum = running_sum[g] * factor;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) out[g][e] *= factor;
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const float weight = __expf(scores[u][g] - new_max);  // 0 for unattended rows
+        sum += weight;
+        const __nv_bfloat162* v_pairs = reinterpret_cast<const __nv_bfloat162*>(&v_rows[u]);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const float2 vp = __bfloat1622float2(v_pairs[i]);
+          out[g][2 * i] += weight * vp.x;
+          out[g][2 * i + 1] += weight * vp.y;
+        }
+      }
+      running_sum[g] = sum;
+      running_max[g] = new_max;
     }
   }
 
@@ -198,10 +215,13 @@ bool decode_attention_supported(int64_t head_dim, int64_t group) {
 }
 
 int decode_attention_splits(const DecodeAttentionShape& shape, int multiprocessors) {
+  // Measured on an H100 (kvforge bench decode --splits): about four blocks per SM, or chunks of about
+  // 1024 keys when that gives more, and never chunks under 256 keys (the merge would dominate).
   const int64_t blocks = shape.batch * shape.kv_heads;
-  const int64_t wanted = (16 * static_cast<int64_t>(multiprocessors) + blocks - 1) / blocks;  // ~16 waves: small tail
+  const int64_t filling = (4 * static_cast<int64_t>(multiprocessors) + blocks - 1) / blocks;
+  const int64_t long_chunks = (shape.slots + 1023) / 1024;
   const int64_t most = std::max<int64_t>(1, (shape.slots + kMinChunk - 1) / kMinChunk);
-  return static_cast<int>(std::clamp<int64_t>(wanted, 1, most));
+  return static_cast<int>(std::clamp<int64_t>(std::max(filling, long_chunks), 1, most));
 }
 
 int64_t decode_attention_workspace_floats(const DecodeAttentionShape& shape, int splits) {

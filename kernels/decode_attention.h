@@ -47,7 +47,7 @@ struct DecodeAttentionParams {
   int splits = 1;
 };
 
-// Chunks per sequence: enough blocks for a few waves over `multiprocessors`, none shorter than one tile.
+// Chunks per sequence: about four blocks per multiprocessor or ~1024-key chunks, whichever is more.
 int decode_attention_splits(const DecodeAttentionShape& shape, int multiprocessors);
 int64_t decode_attention_workspace_floats(const DecodeAttentionShape& shape, int splits);
 bool decode_attention_supported(int64_t head_dim, int64_t group);  // head_dim 64/128, group 1/2/4/8
