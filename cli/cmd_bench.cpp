@@ -1,5 +1,6 @@
-// kvforge bench decode: decode attention on one GPU, this project's kernel against PyTorch SDPA on the same
-// inputs, each as achieved GB/s of K/V read and as a share of the copy bandwidth measured in the same run.
+// kvforge bench decode: decode attention on one GPU, this project's kernel against PyTorch SDPA and the
+// runtime's masked torch path on the same inputs, as achieved GB/s of K/V read and as a share of the copy
+// bandwidth measured in the same run.
 #include <algorithm>
 #include <cstdio>
 #include <functional>
@@ -11,6 +12,7 @@
 #include "cli/commands.h"
 #include "kernels/bindings.h"
 #include "runtime/input_error.h"
+#include "runtime/transformer.h"
 
 #ifdef KVFORGE_HAVE_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -54,8 +56,8 @@ void run_decode_bench(const BenchArgs& args) {
   std::printf("decode attention on %s: %lld query heads, %lld KV heads, head_dim %lld, bf16; median of %lld runs\n",
               props->name, static_cast<long long>(args.heads), static_cast<long long>(args.kv_heads),
               static_cast<long long>(args.head_dim), static_cast<long long>(args.iterations));
-  std::printf("%6s %8s %9s | %10s %9s %7s | %10s %9s %7s | %8s\n", "batch", "tokens", "KV MiB", "copy GB/s", "kernel us",
-              "% copy", "SDPA us", "SDPA GB/s", "% copy", "SDPA/ours");
+  std::printf("%6s %8s %9s | %10s %9s %7s | %10s %9s %7s | %9s | %8s %8s\n", "batch", "tokens", "KV MiB", "copy GB/s",
+              "kernel us", "% copy", "SDPA us", "SDPA GB/s", "% copy", "masked us", "SDPA/ours", "masked/ours");
   for (int64_t batch : args.batches) {
     for (int64_t length : args.lengths) {
       torch::NoGradGuard no_grad;
@@ -77,14 +79,18 @@ void run_decode_bench(const BenchArgs& args) {
           },
           args.iterations);
       const double sdpa_gbs = kv_bytes / sdpa_ms / 1e6;
+      // The runtime's path before the kernel: scores materialised, boolean mask, softmax, matmul.
+      at::Tensor mask = attention_mask(positions.narrow(1, length - 1, 1), positions, /*sliding_window=*/0);
+      const double masked_ms = median_ms([&] { grouped_attention(q, k, v, mask); }, args.iterations);
       for (int64_t splits : args.splits) {
         const double ours_ms = median_ms(
-            [&] { kernels::decode_attention(q, k, v, positions, scale, out, splits); }, args.iterations);
+            [&] { kernels::decode_attention(q, k, v, positions, scale, /*window=*/{}, out, splits); }, args.iterations);
         const double ours_gbs = kv_bytes / ours_ms / 1e6;
-        std::printf("%6lld %8lld %9.1f | %10.0f %9.1f %6.1f%% | %10.1f %9.0f %6.1f%% | %7.2fx%s\n",
+        std::printf("%6lld %8lld %9.1f | %10.0f %9.1f %6.1f%% | %10.1f %9.0f %6.1f%% | %9.1f | %8.2fx %10.2fx%s\n",
                     static_cast<long long>(batch), static_cast<long long>(length), kv_bytes / 1048576.0, copy_gbs,
                     ours_ms * 1e3, 100 * ours_gbs / copy_gbs, sdpa_ms * 1e3, sdpa_gbs, 100 * sdpa_gbs / copy_gbs,
-                    sdpa_ms / ours_ms, splits > 0 ? (" (" + std::to_string(splits) + " splits)").c_str() : "");
+                    masked_ms * 1e3, sdpa_ms / ours_ms, masked_ms / ours_ms,
+                    splits > 0 ? (" (" + std::to_string(splits) + " splits)").c_str() : "");
       }
     }
   }

@@ -72,7 +72,8 @@ DecodeAttentionShape decode_shape(const at::Tensor& q, const at::Tensor& k) {
 bool decode_attention_supported(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                 const at::Tensor& positions) {
 #ifdef KVFORGE_HAVE_CUDA
-  if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4 || positions.dim() != 2 || q.size(2) != 1) return false;
+  if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4 || q.size(2) != 1) return false;
+  if (positions.dim() != 2 && !(positions.dim() == 3 && positions.size(1) == k.size(1))) return false;
   const bool needs_grad = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
   const int64_t head_dim = q.size(3);
   auto aligned = [](const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; };
@@ -85,7 +86,7 @@ bool decode_attention_supported(const at::Tensor& q, const at::Tensor& k, const 
          k.sizes() == v.sizes() && k.strides() == v.strides() && k.size(0) == q.size(0) && k.size(3) == head_dim &&
          q.size(1) % k.size(1) == 0 && decode_attention_supported(head_dim, q.size(1) / k.size(1)) &&
          rows_contiguous(k) && aligned(k) && aligned(v) && aligned(q) && positions.size(0) == q.size(0) &&
-         positions.size(1) == k.size(2) && positions.stride(1) == 1;
+         positions.size(-1) == k.size(2) && positions.stride(-1) == 1;
 #else
   (void)q, (void)k, (void)v, (void)positions;
   return false;
@@ -93,7 +94,7 @@ bool decode_attention_supported(const at::Tensor& q, const at::Tensor& k, const 
 }
 
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& positions,
-                            double scale, at::Tensor out, int64_t splits) {
+                            double scale, const DecodeMaskWindow& window, at::Tensor out, int64_t splits) {
   if (!decode_attention_supported(q, k, v, positions))
     throw std::invalid_argument("kernels::decode_attention: unsupported tensors");
 #ifdef KVFORGE_HAVE_CUDA
@@ -113,6 +114,15 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
   params.head_stride = k.stride(1);
   params.positions = positions.data_ptr<int64_t>();
   params.positions_stride = positions.stride(0);
+  params.positions_head_stride = positions.dim() == 3 ? positions.stride(1) : 0;
+  at::Tensor query_positions;
+  if (window.window > 0) {
+    query_positions = window.query_positions.to(q.device(), at::kLong).contiguous();
+    if (query_positions.numel() != shape.batch)
+      throw std::invalid_argument("kernels::decode_attention: query_positions must hold one position per sequence");
+    params.query_positions = query_positions.data_ptr<int64_t>();
+    params.window = DecodeWindow{window.sink, window.window};
+  }
   params.out = reinterpret_cast<uint16_t*>(out.data_ptr());
   params.scale = static_cast<float>(scale);
   params.workspace = workspace.data_ptr<float>();
@@ -121,20 +131,25 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
     throw std::runtime_error(std::string("decode_attention launch failed: ") + cudaGetErrorString(status));
   return out;
 #else
-  (void)scale, (void)splits;
+  (void)scale, (void)window, (void)splits;
   return out;
 #endif
 }
 
 at::Tensor decode_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                      const at::Tensor& positions, double scale) {
+                                      const at::Tensor& positions, double scale, const DecodeMaskWindow& window) {
   at::Tensor q64 = q.detach().to(at::kCPU, at::kDouble).contiguous();
   at::Tensor k64 = k.detach().to(at::kCPU, at::kDouble).contiguous();
   at::Tensor v64 = v.detach().to(at::kCPU, at::kDouble).contiguous();
-  at::Tensor p64 = positions.detach().to(at::kCPU, at::kLong).contiguous();
+  at::Tensor held = positions.detach().to(at::kCPU, at::kLong);
+  if (held.dim() == 2) held = held.unsqueeze(1).expand({-1, k.size(1), -1});  // shared by the heads
+  held = held.contiguous();
+  at::Tensor query_positions = window.window > 0 ? window.query_positions.detach().to(at::kCPU, at::kLong).contiguous()
+                                                 : at::zeros({q.size(0)}, at::kLong);
   at::Tensor out = at::empty_like(q64);
   decode_attention_reference(q64.data_ptr<double>(), k64.data_ptr<double>(), v64.data_ptr<double>(),
-                             p64.data_ptr<int64_t>(), out.data_ptr<double>(), decode_shape(q64, k64), scale);
+                             held.data_ptr<int64_t>(), query_positions.data_ptr<int64_t>(), out.data_ptr<double>(),
+                             decode_shape(q64, k64), DecodeWindow{window.sink, window.window}, scale);
   return out;
 }
 

@@ -14,21 +14,30 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 // The float64 CPU reference on any tensors (returns float64 on the CPU).
 at::Tensor rms_norm_reference(const at::Tensor& x, const at::Tensor& weight, double eps);
 
+// Masking of a decode step beyond slot validity: StreamingLLM's sink + window, or a model's sliding
+// window (sink 0). query_positions: [batch] int64, the position of each sequence's query.
+struct DecodeMaskWindow {
+  at::Tensor query_positions;
+  int64_t sink = 0;
+  int64_t window = 0;  // 0: none
+};
+
 // True when the decode-attention kernel can serve one query token per sequence: built with CUDA, bf16 on
 // one GPU, q [batch, heads, 1, head_dim] contiguous, k and v [batch, kv_heads, slots, head_dim] with rows
-// contiguous (a view of a larger cache buffer is fine) and 16-byte aligned, positions [batch, slots] int64,
-// head_dim 64/128, group 1/2/4/8, no gradient.
+// contiguous (a view of a larger cache buffer is fine) and 16-byte aligned, positions [batch, slots] or
+// [batch, kv_heads, slots] int64, head_dim 64/128, 1 to 8 query heads per KV head, no gradient.
 bool decode_attention_supported(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                 const at::Tensor& positions);
 
-// Attention of each sequence's single query over the slots whose position is >= 0. Returns
-// [batch, heads, 1, head_dim] bf16, written into `out` when given (tests poison it first). `splits` > 0
-// overrides the chunks per sequence (benchmarks explore it).
+// Attention of each sequence's single query over the slots whose position is >= 0 (and inside `window`
+// when it has one). Returns [batch, heads, 1, head_dim] bf16, written into `out` when given (tests poison
+// it first). `splits` > 0 overrides the chunks per sequence (benchmarks explore it).
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& positions,
-                            double scale, at::Tensor out = {}, int64_t splits = 0);
+                            double scale, const DecodeMaskWindow& window = {}, at::Tensor out = {},
+                            int64_t splits = 0);
 
 // The float64 CPU reference on any tensors of those shapes (returns float64 on the CPU).
 at::Tensor decode_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                      const at::Tensor& positions, double scale);
+                                      const at::Tensor& positions, double scale, const DecodeMaskWindow& window = {});
 
 }  // namespace kvforge::kernels

@@ -56,7 +56,9 @@ __global__ void __launch_bounds__(kThreads) decode_chunk_kernel(DecodeAttentionP
       reinterpret_cast<const __nv_bfloat16*>(p.k) + b * p.batch_stride + kv_head * p.head_stride + channel;
   const __nv_bfloat16* v_base =
       reinterpret_cast<const __nv_bfloat16*>(p.v) + b * p.batch_stride + kv_head * p.head_stride + channel;
-  const int64_t* positions = p.positions + b * p.positions_stride;
+  const int64_t* positions = p.positions + b * p.positions_stride + kv_head * p.positions_head_stride;
+  const DecodeWindow window = p.window;
+  const int64_t query_position = window.window > 0 ? p.query_positions[b] : 0;
 
   // The trip count is the same for every lane (shuffles below need the whole warp); slots past the
   // chunk are loaded by nobody and attended by nobody.
@@ -67,7 +69,9 @@ __global__ void __launch_bounds__(kThreads) decode_chunk_kernel(DecodeAttentionP
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t slot = base + team + static_cast<int64_t>(u) * kTeams;
       k_rows[u] = v_rows[u] = make_uint4(0, 0, 0, 0);
-      attended[u] = slot < end && positions[slot] >= 0;
+      const int64_t position = slot < end ? positions[slot] : -1;
+      attended[u] = position >= 0 && (window.window == 0 || query_position - position < window.window ||
+                                      position < window.sink);
       if (attended[u]) {  // padding slots are never read, so whatever they hold cannot reach the output
         k_rows[u] = *reinterpret_cast<const uint4*>(k_base + slot * HEAD_DIM);
         v_rows[u] = *reinterpret_cast<const uint4*>(v_base + slot * HEAD_DIM);
@@ -202,7 +206,11 @@ cudaError_t launch_for_dim(const DecodeAttentionParams& p, cudaStream_t stream) 
   switch (p.shape.heads / p.shape.kv_heads) {
     case 1: return launch_for<HEAD_DIM, 1>(p, stream);
     case 2: return launch_for<HEAD_DIM, 2>(p, stream);
+    case 3: return launch_for<HEAD_DIM, 3>(p, stream);
     case 4: return launch_for<HEAD_DIM, 4>(p, stream);
+    case 5: return launch_for<HEAD_DIM, 5>(p, stream);
+    case 6: return launch_for<HEAD_DIM, 6>(p, stream);
+    case 7: return launch_for<HEAD_DIM, 7>(p, stream);
     case 8: return launch_for<HEAD_DIM, 8>(p, stream);
     default: return cudaErrorInvalidValue;
   }
@@ -211,7 +219,7 @@ cudaError_t launch_for_dim(const DecodeAttentionParams& p, cudaStream_t stream) 
 }  // namespace
 
 bool decode_attention_supported(int64_t head_dim, int64_t group) {
-  return (head_dim == 64 || head_dim == 128) && (group == 1 || group == 2 || group == 4 || group == 8);
+  return (head_dim == 64 || head_dim == 128) && group >= 1 && group <= 8;
 }
 
 int decode_attention_splits(const DecodeAttentionShape& shape, int multiprocessors) {

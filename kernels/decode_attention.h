@@ -8,7 +8,10 @@
 // Cache layout: element (sequence b, KV head h, slot s, channel d) of K or V lives at
 //   b * batch_stride + h * head_stride + s * head_dim + d
 // (the runtime's [batch, kv_heads, capacity, head_dim] buffers). A slot is attended iff its position
-// positions[b * positions_stride + s] is >= 0; slots >= `slots` are never read.
+// positions[b * positions_stride + h * positions_head_stride + s] is >= 0 (a head stride of 0 shares
+// one row of positions among the heads; layouts that keep different tokens per head set it) and, when
+// a window is given, it lies within `window` of the query's position or below `sink` (StreamingLLM,
+// sliding-window layers). Slots >= `slots` are never read.
 #include <cstdint>
 
 #ifdef KVFORGE_HAVE_CUDA
@@ -25,10 +28,16 @@ struct DecodeAttentionShape {
   int64_t slots = 0;     // filled cache slots per sequence
 };
 
+struct DecodeWindow {
+  int64_t sink = 0;
+  int64_t window = 0;  // 0: every slot with a position is attended
+};
+
 // Float64 reference. q, out: [batch, heads, head_dim]; k, v: [batch, kv_heads, slots, head_dim] contiguous;
-// positions: [batch, slots]. A sequence with no attended slot gets zeros.
+// positions: [batch, kv_heads, slots]; query_positions: [batch]. A head with no attended slot gets zeros.
 void decode_attention_reference(const double* q, const double* k, const double* v, const int64_t* positions,
-                                double* out, const DecodeAttentionShape& shape, double scale);
+                                const int64_t* query_positions, double* out, const DecodeAttentionShape& shape,
+                                const DecodeWindow& window, double scale);
 
 #ifdef KVFORGE_HAVE_CUDA
 struct DecodeAttentionParams {
@@ -39,7 +48,10 @@ struct DecodeAttentionParams {
   int64_t batch_stride = 0;  // elements between sequences in k and v
   int64_t head_stride = 0;   // elements between KV heads in k and v
   const int64_t* positions = nullptr;
-  int64_t positions_stride = 0;
+  int64_t positions_stride = 0;       // between sequences
+  int64_t positions_head_stride = 0;  // between KV heads; 0 = shared
+  const int64_t* query_positions = nullptr;  // [batch]; read only when window.window > 0
+  DecodeWindow window;
   uint16_t* out = nullptr;  // bf16 [batch, heads, head_dim]
   float scale = 1.0f;
   // Workspace of decode_attention_workspace_floats(shape, splits) floats; splits from decode_attention_splits.
@@ -50,7 +62,7 @@ struct DecodeAttentionParams {
 // Chunks per sequence: about four blocks per multiprocessor or ~1024-key chunks, whichever is more.
 int decode_attention_splits(const DecodeAttentionShape& shape, int multiprocessors);
 int64_t decode_attention_workspace_floats(const DecodeAttentionShape& shape, int splits);
-bool decode_attention_supported(int64_t head_dim, int64_t group);  // head_dim 64/128, group 1/2/4/8
+bool decode_attention_supported(int64_t head_dim, int64_t group);  // head_dim 64/128, group 1..8
 cudaError_t launch_decode_attention_bf16(const DecodeAttentionParams& params, cudaStream_t stream);
 #endif
 

@@ -59,8 +59,20 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeAngles& rope, c
                                            /*scale=*/std::nullopt, /*enable_gqa=*/true);
   } else {
     CachedKV kv = cache != nullptr ? cache->update(layer_index, k, v, positions) : CachedKV{k, v, positions};
-    at::Tensor mask = attention_mask(positions, kv.positions, sliding_window, kv.sink_tokens, kv.window_tokens);
-    out = grouped_attention(q, kv.keys, kv.values, mask);
+    // Decode (one query per sequence) over a cache: every held slot precedes the query, so the kernel
+    // needs only slot validity plus at most one window (the cache's streaming one or the model's).
+    const bool one_window = sliding_window == 0 || kv.window_tokens == 0;
+    if (tokens == 1 && one_window && kernels::decode_attention_supported(q, kv.keys, kv.values, kv.positions)) {
+      kernels::DecodeMaskWindow window;
+      window.window = kv.window_tokens > 0 ? kv.window_tokens : sliding_window;
+      window.sink = kv.window_tokens > 0 ? kv.sink_tokens : 0;
+      if (window.window > 0) window.query_positions = positions.select(1, 0);
+      out = kernels::decode_attention(q, kv.keys, kv.values, kv.positions,
+                                      1.0 / std::sqrt(static_cast<double>(head_dim)), window);
+    } else {
+      at::Tensor mask = attention_mask(positions, kv.positions, sliding_window, kv.sink_tokens, kv.window_tokens);
+      out = grouped_attention(q, kv.keys, kv.values, mask);
+    }
     if (cache != nullptr) cache->after_attention(layer_index, q, positions);
   }
   return o_proj->forward(out.transpose(1, 2).reshape({batch, tokens, num_heads * head_dim}));

@@ -5,7 +5,11 @@
 #include <torch/utils.h>
 
 #include "kernels/bindings.h"
+#include "policies/policy.h"
+#include "runtime/generate.h"
+#include "runtime/model_loader.h"
 #include "runtime/transformer.h"
+#include "tests/test_util.h"
 
 namespace kvforge {
 namespace {
@@ -64,6 +68,14 @@ TEST(DecodeAttention, ReferenceMatchesTheMaskedTorchPath) {
   at::Tensor expected = grouped_attention(q, k, v, attention_mask(query_positions, positions, 0));
   at::Tensor got = kernels::decode_attention_reference(q, k, v, positions, 0.25);
   EXPECT_LT((got - expected).abs().max().item<double>(), 1e-6);  // the torch path's softmax runs in fp32
+  // Per-head positions (each head keeps its own tokens) under a StreamingLLM sink + window.
+  at::Tensor per_head = positions.unsqueeze(1).repeat({1, 2, 1});
+  per_head[0][1].narrow(0, 5, 12).fill_(-1);
+  const kernels::DecodeMaskWindow window{query_positions.squeeze(1), /*sink=*/3, /*window=*/10};
+  at::Tensor streamed = grouped_attention(q, k, v, attention_mask(query_positions, per_head, 0, 3, 10));
+  at::Tensor streamed_reference = kernels::decode_attention_reference(q, k, v, per_head, 0.25, window);
+  EXPECT_LT((streamed_reference - streamed).abs().max().item<double>(), 1e-6);
+  EXPECT_GT((streamed_reference - got).abs().max().item<double>(), 1e-2);  // the window matters
 }
 
 // batch, slots, query heads per KV head, head_dim: odd sizes, long sequences, every supported group.
@@ -88,17 +100,70 @@ TEST_P(DecodeAttentionGpu, MatchesFloat64ReferenceOnAViewOfALargerCache) {
   ASSERT_TRUE(kernels::decode_attention_supported(q, k, v, positions));
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
   at::Tensor out = at::full({batch, heads, 1, head_dim}, std::nan(""), bf16);  // poisoned
-  kernels::decode_attention(q, k, v, positions, scale, out);
+  kernels::decode_attention(q, k, v, positions, scale, {}, out);
   at::Tensor reference = kernels::decode_attention_reference(q, k, v, positions, scale);
   at::Tensor got = out.to(at::kCPU, at::kDouble);
   ASSERT_FALSE(got.isnan().any().item<bool>());
   // bf16 output rounding (2^-8 relative) plus fp32 accumulation over the sequence.
   const double error = ((got - reference).abs().max() / reference.abs().max()).item<double>();
   EXPECT_LT(error, 1e-2) << "batch " << batch << " slots " << slots << " group " << group << " dim " << head_dim;
+
+  // Per-head token sets (holes differ by head, as SnapKV or H2O leave them) under a sink + window.
+  at::Tensor per_head = position_buffer.narrow(1, 0, slots).unsqueeze(1).repeat({1, kv_heads, 1});
+  per_head.masked_fill_(at::rand(per_head.sizes(), per_head.options().dtype(at::kFloat)) < 0.3, -1);
+  const kernels::DecodeMaskWindow window{at::full({batch}, slots, per_head.options()), /*sink=*/4,
+                                         /*window=*/std::max<int64_t>(slots / 3, 1)};
+  at::Tensor windowed = at::full({batch, heads, 1, head_dim}, std::nan(""), bf16);
+  kernels::decode_attention(q, k, v, per_head, scale, window, windowed);
+  at::Tensor windowed_reference = kernels::decode_attention_reference(q, k, v, per_head, scale, window);
+  at::Tensor windowed_got = windowed.to(at::kCPU, at::kDouble);
+  ASSERT_FALSE(windowed_got.isnan().any().item<bool>());
+  const double windowed_error =
+      ((windowed_got - windowed_reference).abs().max() / windowed_reference.abs().max().clamp_min(1e-6)).item<double>();
+  EXPECT_LT(windowed_error, 1e-2) << "per-head positions with a window, slots " << slots;
+}
+
+// The model decodes through the kernel on CUDA (small-base-gpu: head_dim 64, 3 query heads per KV head):
+// full-cache decode steps agree with one full forward pass, and a streaming cache (per-head positions,
+// sink + window) agrees with the same policy on the CPU's masked fp32 path.
+TEST(DecodeAttentionInTheModel, MatchesTheMaskedPath) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (CI has none; run on the GPU machine)";
+  torch::NoGradGuard no_grad;
+  LoadedModel gpu = load_model(testing::fixture("../../models/small-base-gpu"), at::Device(at::kCUDA, 0), at::kBFloat16);
+  LoadedModel cpu = load_model(testing::fixture("../../models/small-base-gpu"), at::kCPU, at::kFloat);
+  at::manual_seed(44);
+  const int64_t prompt = 90, steps = 12;
+  at::Tensor ids = at::randint(0, 256, {2, prompt + steps}, at::kLong);
+  at::Tensor positions = at::arange(prompt + steps, at::kLong).unsqueeze(0).repeat({2, 1});
+  at::Tensor full = cpu.model->forward(ids, positions);  // [2, tokens, vocab] fp32 reference
+  const auto bf16 = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+  ASSERT_TRUE(kernels::decode_attention_supported(at::zeros({2, 6, 1, 64}, bf16), at::zeros({2, 2, 9, 64}, bf16),
+                                                  at::zeros({2, 2, 9, 64}, bf16),
+                                                  at::zeros({2, 9}, bf16.dtype(at::kLong))))
+      << "this model's decode must run through the kernel for the test to mean anything";
+  for (const std::string spec : {"full", "streaming:sink=4,window=32", "snapkv:budget=40"}) {
+    const PolicySpec policy = parse_policy(spec);
+    auto gpu_cache = make_cache(plan_cache(policy, gpu.config, prompt), gpu.config, 2, prompt + steps,
+                                at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16));
+    auto cpu_cache = make_cache(plan_cache(policy, cpu.config, prompt), cpu.config, 2, prompt + steps,
+                                at::TensorOptions().dtype(at::kFloat));
+    gpu.model->forward(ids.narrow(1, 0, prompt).cuda(), positions.narrow(1, 0, prompt).cuda(), gpu_cache.get());
+    cpu.model->forward(ids.narrow(1, 0, prompt), positions.narrow(1, 0, prompt), cpu_cache.get());
+    for (int64_t t = prompt; t < prompt + steps; ++t) {
+      at::Tensor step_ids = ids.narrow(1, t, 1), step_positions = positions.narrow(1, t, 1);
+      at::Tensor got = gpu.model->forward(step_ids.cuda(), step_positions.cuda(), gpu_cache.get()).to(at::kCPU, at::kFloat);
+      at::Tensor expected = spec == "full" ? full.narrow(1, t, 1)
+                                           : cpu.model->forward(step_ids, step_positions, cpu_cache.get());
+      const double error = ((got - expected).abs().max() / expected.abs().max()).item<double>();
+      // Score-selected tokens (SnapKV) may differ between bf16 and fp32 scoring, hence its wider bound.
+      EXPECT_LT(error, spec.rfind("snapkv", 0) == 0 ? 0.1 : 5e-2) << spec << " step " << t;
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, DecodeAttentionGpu,
                          ::testing::Values(std::make_tuple(1, 1, 4, 128), std::make_tuple(2, 17, 1, 64),
+                                           std::make_tuple(5, 300, 3, 64), std::make_tuple(2, 999, 7, 128),
                                            std::make_tuple(3, 1000, 4, 128), std::make_tuple(64, 257, 8, 64),
                                            std::make_tuple(1, 4097, 8, 128), std::make_tuple(8, 4095, 2, 128),
                                            std::make_tuple(1, 32768, 4, 128), std::make_tuple(1, 131072, 8, 128),
