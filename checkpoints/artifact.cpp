@@ -86,9 +86,9 @@ Artifact read_artifact(const std::string& path) {
   artifact.path = path;
   const std::string& version = field("format_version");
   if (version != std::to_string(kArtifactFormatVersion))
-    fail_input(path, "__metadata__.kvforge.format_version",
-               "this kvforge reads version " + std::to_string(kArtifactFormatVersion) + ", the file is version " +
-                   version);
+    fail_input(
+        path, "__metadata__.kvforge.format_version",
+        "this kvforge reads version " + std::to_string(kArtifactFormatVersion) + ", the file is version " + version);
   artifact.method = field("method");
   if (artifact.method.empty()) fail_input(path, "__metadata__.kvforge.method", "empty");
   ModelFingerprint& model = artifact.model;

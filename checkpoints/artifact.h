@@ -4,6 +4,7 @@
 // fingerprint of the base model it was made for, the recipe text and the headline metrics at export.
 // Loading it against another model is an InputError naming the field that differs.
 #include <ATen/ATen.h>
+
 #include <cstdint>
 #include <map>
 #include <string>
@@ -33,9 +34,9 @@ struct Artifact {
   std::string path;  // where it was read from (for errors)
   std::string method;
   ModelFingerprint model;
-  std::string recipe;                             // the resolved recipe text
-  std::map<std::string, double> metrics;          // headline numbers at export
-  std::map<std::string, at::Tensor> tensors;      // CPU tensors
+  std::string recipe;                         // the resolved recipe text
+  std::map<std::string, double> metrics;      // headline numbers at export
+  std::map<std::string, at::Tensor> tensors;  // CPU tensors
 };
 
 // Atomic (temp file, then rename): an interrupted export never leaves a half-written artifact.

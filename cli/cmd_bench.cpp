@@ -1,12 +1,13 @@
 // kvforge bench decode: decode attention on one GPU, this project's kernel against PyTorch SDPA and the
 // runtime's masked torch path on the same inputs, as achieved GB/s of K/V read and as a share of the copy
 // bandwidth measured in the same run.
+#include <torch/cuda.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <functional>
-#include <string>
 #include <iostream>
-#include <torch/cuda.h>
+#include <string>
 #include <vector>
 
 #include "cli/commands.h"
@@ -74,8 +75,8 @@ void run_decode_bench(const BenchArgs& args) {
       at::Tensor out = at::empty_like(q);
       const double sdpa_ms = median_ms(
           [&] {
-            at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/false,
-                                             scale, /*enable_gqa=*/true);
+            at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/false, scale,
+                                             /*enable_gqa=*/true);
           },
           args.iterations);
       const double sdpa_gbs = kv_bytes / sdpa_ms / 1e6;
@@ -102,7 +103,8 @@ void run_decode_bench(const BenchArgs&) { fail_input("command line", "bench deco
 }  // namespace
 
 void add_bench_command(CLI::App& app) {
-  CLI::App* bench = app.add_subcommand("bench", "Benchmarks that print ratios against baselines measured in the same run");
+  CLI::App* bench =
+      app.add_subcommand("bench", "Benchmarks that print ratios against baselines measured in the same run");
   bench->require_subcommand(1);
   auto args = std::make_shared<BenchArgs>();
   CLI::App* decode = bench->add_subcommand("decode", "Decode attention: this kernel vs PyTorch SDPA vs copy bandwidth");

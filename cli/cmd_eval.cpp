@@ -1,9 +1,10 @@
 // kvforge eval: policies side by side on identical samples, written as report.json, report.md and plots.
+#include <unistd.h>
+
 #include <cstdio>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
-#include <unistd.h>
 
 #include "cli/commands.h"
 #include "cli/device_choice.h"
@@ -101,9 +102,10 @@ void run_eval_command(const EvalArgs& args) {
   const bool terminal = isatty(fileno(stderr)) != 0;
   std::cerr << "eval " << loaded.dir << " on " << device.str() << ": " << options.tasks.size() << " task(s) × "
             << options.lengths.size() << " length(s) × " << options.samples << " samples" << std::endl;
-  eval::EvalReport report = eval::run_eval(loaded, options, [terminal](int64_t done, int64_t total, const eval::CellResult& cell) {
-    print_progress(done, total, cell, terminal);
-  });
+  eval::EvalReport report =
+      eval::run_eval(loaded, options, [terminal](int64_t done, int64_t total, const eval::CellResult& cell) {
+        print_progress(done, total, cell, terminal);
+      });
   const std::string out = recipe.get_string("out");
   eval::WrittenReport written = eval::write_report(report, out);
   std::cout << eval::report_markdown(report) << "\nreport: " << out << "/report.md (also";

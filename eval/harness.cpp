@@ -1,5 +1,7 @@
 #include "eval/harness.h"
 
+#include <torch/utils.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -7,7 +9,6 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <torch/utils.h>
 
 #include "runtime/generate.h"
 #include "runtime/input_error.h"
@@ -122,7 +123,8 @@ void validate(const EvalOptions& options, const LoadedModel& model) {
   if (options.batch_size < 1) fail_input("command line", "--batch-size", "expected >= 1");
   if (options.tasks.empty() && options.perplexity_files.empty())
     fail_input("command line", "--tasks", "expected at least one task (or a --perplexity file)");
-  if (!options.tasks.empty() && options.lengths.empty()) fail_input("command line", "--lengths", "expected at least one length");
+  if (!options.tasks.empty() && options.lengths.empty())
+    fail_input("command line", "--lengths", "expected at least one length");
   for (const std::string& task : options.tasks) {
     if (std::find(tasks::task_names().begin(), tasks::task_names().end(), task) == tasks::task_names().end()) {
       std::string names;
@@ -211,9 +213,9 @@ DocumentNll document_nll(Transformer& model, const std::vector<int64_t>& tokens,
   DocumentNll result;
   for (int64_t start = 0; start + 1 < count; start += chunk) {
     const int64_t width = std::min(chunk, count - start);
-    at::Tensor logits = model->forward(ids.narrow(1, start, width).to(device),
-                                             at::arange(start, start + width, at::kLong).unsqueeze(0).to(device),
-                                             cache.get());
+    at::Tensor logits =
+        model->forward(ids.narrow(1, start, width).to(device),
+                       at::arange(start, start + width, at::kLong).unsqueeze(0).to(device), cache.get());
     const int64_t predicted = std::min(width, count - 1 - start);  // the last token has no successor
     at::Tensor targets = ids.narrow(1, start + 1, predicted).reshape({-1}).to(device);
     at::Tensor step_logits = logits.narrow(1, 0, predicted).reshape({predicted, -1}).to(at::kFloat);
@@ -232,9 +234,11 @@ EvalReport run_eval(LoadedModel& model, const EvalOptions& options, const EvalPr
   const at::Tensor& weight = model.model->output_weight();
   report.device = weight.device().str();
 #ifdef KVFORGE_HAVE_CUDA
-  if (weight.is_cuda()) report.device += std::string(" (") + at::cuda::getDeviceProperties(weight.device().index())->name + ")";
+  if (weight.is_cuda())
+    report.device += std::string(" (") + at::cuda::getDeviceProperties(weight.device().index())->name + ")";
 #endif
-  report.dtype = weight.scalar_type() == at::kBFloat16 ? "bfloat16" : weight.scalar_type() == at::kHalf ? "float16" : "float32";
+  const at::ScalarType dtype = weight.scalar_type();
+  report.dtype = dtype == at::kBFloat16 ? "bfloat16" : dtype == at::kHalf ? "float16" : "float32";
   report.seed = options.seed;
   report.batch_size = options.batch_size;
   report.tasks = options.tasks;
@@ -243,7 +247,8 @@ EvalReport run_eval(LoadedModel& model, const EvalOptions& options, const EvalPr
   std::vector<const PolicySpec*> policies{nullptr};
   report.policies.push_back("full");
   for (const PolicySpec& policy : options.policies) {
-    if (policy.name == "full" || std::find(report.policies.begin(), report.policies.end(), policy.label) != report.policies.end())
+    if (policy.name == "full" ||
+        std::find(report.policies.begin(), report.policies.end(), policy.label) != report.policies.end())
       continue;
     policies.push_back(&policy);
     report.policies.push_back(policy.label);
@@ -263,7 +268,8 @@ EvalReport run_eval(LoadedModel& model, const EvalOptions& options, const EvalPr
           draw_samples(tokenizer, task, length, options.samples, options.seed, options.arithmetic_steps);
       double full_bytes = 0;
       for (const PolicySpec* policy : policies) {
-        CellResult cell = evaluate_cell(model.model, tokenizer, model.eos_token_ids, samples, policy, options.batch_size);
+        CellResult cell =
+            evaluate_cell(model.model, tokenizer, model.eos_token_ids, samples, policy, options.batch_size);
         cell.task = task;
         cell.length = length;
         if (policy == nullptr) full_bytes = cell.kv_bytes;

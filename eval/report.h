@@ -19,15 +19,15 @@ struct DepthAccuracy {
 struct CellResult {
   std::string policy;  // the policy's label, e.g. "snapkv:budget=0.25"
   std::string task;
-  int64_t length = 0;   // target prompt length in tokens
+  int64_t length = 0;  // target prompt length in tokens
   int64_t samples = 0;
-  double accuracy = 0;  // mean score in [0, 1]
-  double kv_bytes = 0;       // peak bytes the policy's caches held, per sequence (mean over batches)
-  double full_kv_bytes = 0;  // the same for the full cache on the same prompts
-  double kv_ratio = 1;       // kv_bytes / full_kv_bytes
-  double ttft_ms = 0;        // time to first token, per batch of prompts (mean over batches)
-  double decode_tokens_per_s = 0;  // tokens after the first, over decode time, whole batches
-  int64_t peak_device_bytes = -1;  // peak CUDA memory allocated during the cell; -1 on CPU
+  double accuracy = 0;                  // mean score in [0, 1]
+  double kv_bytes = 0;                  // peak bytes the policy's caches held, per sequence (mean over batches)
+  double full_kv_bytes = 0;             // the same for the full cache on the same prompts
+  double kv_ratio = 1;                  // kv_bytes / full_kv_bytes
+  double ttft_ms = 0;                   // time to first token, per batch of prompts (mean over batches)
+  double decode_tokens_per_s = 0;       // tokens after the first, over decode time, whole batches
+  int64_t peak_device_bytes = -1;       // peak CUDA memory allocated during the cell; -1 on CPU
   std::vector<DepthAccuracy> by_depth;  // empty for tasks without a needle depth
 };
 

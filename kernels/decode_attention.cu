@@ -8,8 +8,8 @@
 namespace kvforge::kernels {
 namespace {
 
-constexpr int kThreads = 128;    // 4 warps per (sequence, KV head, chunk)
-constexpr int kMinChunk = 256;   // keys per chunk at least, so the merge stays cheap
+constexpr int kThreads = 128;   // 4 warps per (sequence, KV head, chunk)
+constexpr int kMinChunk = 256;  // keys per chunk at least, so the merge stays cheap
 
 // Per (sequence, KV head, chunk): for each of the GROUP query heads, the unnormalised output over the
 // chunk's keys plus its softmax max and sum, written to the workspace for decode_merge_kernel.
@@ -70,8 +70,8 @@ __global__ void __launch_bounds__(kThreads) decode_chunk_kernel(DecodeAttentionP
       const int64_t slot = base + team + static_cast<int64_t>(u) * kTeams;
       k_rows[u] = v_rows[u] = make_uint4(0, 0, 0, 0);
       const int64_t position = slot < end ? positions[slot] : -1;
-      attended[u] = position >= 0 && (window.window == 0 || query_position - position < window.window ||
-                                      position < window.sink);
+      attended[u] =
+          position >= 0 && (window.window == 0 || query_position - position < window.window || position < window.sink);
       if (attended[u]) {  // padding slots are never read, so whatever they hold cannot reach the output
         k_rows[u] = *reinterpret_cast<const uint4*>(k_base + slot * HEAD_DIM);
         v_rows[u] = *reinterpret_cast<const uint4*>(v_base + slot * HEAD_DIM);
@@ -95,7 +95,8 @@ __global__ void __launch_bounds__(kThreads) decode_chunk_kernel(DecodeAttentionP
 #pragma unroll
         for (int e = 0; e < 8; ++e) score += query[g][e] * key[e];
 #pragma unroll
-        for (int offset = kTeamLanes / 2; offset > 0; offset >>= 1) score += __shfl_xor_sync(0xffffffffu, score, offset);
+        for (int offset = kTeamLanes / 2; offset > 0; offset >>= 1)
+          score += __shfl_xor_sync(0xffffffffu, score, offset);
         scores[u][g] = attended[u] ? score : -INFINITY;
       }
     }
@@ -105,7 +106,7 @@ __global__ void __launch_bounds__(kThreads) decode_chunk_kernel(DecodeAttentionP
       float new_max = running_max[g];
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) new_max = fmaxf(new_max, scores[u][g]);
-      if (new_max == -INFINITY) continue;  // nothing attended yet
+      if (new_max == -INFINITY) continue;                     // nothing attended yet
       const float factor = __expf(running_max[g] - new_max);  // 0 while the old max is -inf
       float sum = running_sum[g] * factor;
 #pragma unroll
@@ -188,7 +189,8 @@ __global__ void decode_merge_kernel(DecodeAttentionParams p) {
       const float m = partial_max[row * p.splits + s];
       if (m != -INFINITY) value += partial_out[(row * p.splits + s) * head_dim + d] * __expf(m - largest);
     }
-    reinterpret_cast<__nv_bfloat16*>(p.out)[row * head_dim + d] = __float2bfloat16_rn(total > 0.f ? value / total : 0.f);
+    reinterpret_cast<__nv_bfloat16*>(p.out)[row * head_dim + d] =
+        __float2bfloat16_rn(total > 0.f ? value / total : 0.f);
   }
 }
 
@@ -204,15 +206,24 @@ cudaError_t launch_for(const DecodeAttentionParams& p, cudaStream_t stream) {
 template <int HEAD_DIM>
 cudaError_t launch_for_dim(const DecodeAttentionParams& p, cudaStream_t stream) {
   switch (p.shape.heads / p.shape.kv_heads) {
-    case 1: return launch_for<HEAD_DIM, 1>(p, stream);
-    case 2: return launch_for<HEAD_DIM, 2>(p, stream);
-    case 3: return launch_for<HEAD_DIM, 3>(p, stream);
-    case 4: return launch_for<HEAD_DIM, 4>(p, stream);
-    case 5: return launch_for<HEAD_DIM, 5>(p, stream);
-    case 6: return launch_for<HEAD_DIM, 6>(p, stream);
-    case 7: return launch_for<HEAD_DIM, 7>(p, stream);
-    case 8: return launch_for<HEAD_DIM, 8>(p, stream);
-    default: return cudaErrorInvalidValue;
+    case 1:
+      return launch_for<HEAD_DIM, 1>(p, stream);
+    case 2:
+      return launch_for<HEAD_DIM, 2>(p, stream);
+    case 3:
+      return launch_for<HEAD_DIM, 3>(p, stream);
+    case 4:
+      return launch_for<HEAD_DIM, 4>(p, stream);
+    case 5:
+      return launch_for<HEAD_DIM, 5>(p, stream);
+    case 6:
+      return launch_for<HEAD_DIM, 6>(p, stream);
+    case 7:
+      return launch_for<HEAD_DIM, 7>(p, stream);
+    case 8:
+      return launch_for<HEAD_DIM, 8>(p, stream);
+    default:
+      return cudaErrorInvalidValue;
   }
 }
 
@@ -239,9 +250,12 @@ int64_t decode_attention_workspace_floats(const DecodeAttentionShape& shape, int
 cudaError_t launch_decode_attention_bf16(const DecodeAttentionParams& params, cudaStream_t stream) {
   if (params.shape.batch == 0 || params.shape.slots == 0) return cudaSuccess;
   switch (params.shape.head_dim) {
-    case 64: return launch_for_dim<64>(params, stream);
-    case 128: return launch_for_dim<128>(params, stream);
-    default: return cudaErrorInvalidValue;
+    case 64:
+      return launch_for_dim<64>(params, stream);
+    case 128:
+      return launch_for_dim<128>(params, stream);
+    default:
+      return cudaErrorInvalidValue;
   }
 }
 

@@ -22,7 +22,7 @@ namespace kvforge::kernels {
 
 struct DecodeAttentionShape {
   int64_t batch = 0;
-  int64_t heads = 0;     // query heads, a multiple of kv_heads
+  int64_t heads = 0;  // query heads, a multiple of kv_heads
   int64_t kv_heads = 0;
   int64_t head_dim = 0;  // 64 or 128 on the GPU
   int64_t slots = 0;     // filled cache slots per sequence
@@ -48,8 +48,8 @@ struct DecodeAttentionParams {
   int64_t batch_stride = 0;  // elements between sequences in k and v
   int64_t head_stride = 0;   // elements between KV heads in k and v
   const int64_t* positions = nullptr;
-  int64_t positions_stride = 0;       // between sequences
-  int64_t positions_head_stride = 0;  // between KV heads; 0 = shared
+  int64_t positions_stride = 0;              // between sequences
+  int64_t positions_head_stride = 0;         // between KV heads; 0 = shared
   const int64_t* query_positions = nullptr;  // [batch]; read only when window.window > 0
   DecodeWindow window;
   uint16_t* out = nullptr;  // bf16 [batch, heads, head_dim]

@@ -19,8 +19,8 @@ void decode_attention_reference(const double* q, const double* k, const double* 
       const int64_t* held = positions + (b * shape.kv_heads + head / group) * slots;
       auto attended = [&](int64_t s) {
         const int64_t position = held[s];
-        return position >= 0 && (window.window == 0 || query_positions[b] - position < window.window ||
-                                 position < window.sink);
+        return position >= 0 &&
+               (window.window == 0 || query_positions[b] - position < window.window || position < window.sink);
       };
       double* result = out + (b * shape.heads + head) * dim;
       double largest = -std::numeric_limits<double>::infinity();

@@ -3,6 +3,7 @@
 // budgets, windows, scoring and bits. The runtime builds the cache from it; eval never needs to know
 // which policy produced it.
 #include <ATen/ATen.h>
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,9 +16,9 @@
 namespace kvforge {
 
 enum class CacheLayout {
-  kFull,        // every token of every head
-  kSelective,   // a bounded token set per head: sink + recent + scored (streaming, SnapKV, PyramidKV, H2O)
-  kQuantized,   // 2/4-bit codes with a full-precision recent window (KIVI)
+  kFull,       // every token of every head
+  kSelective,  // a bounded token set per head: sink + recent + scored (streaming, SnapKV, PyramidKV, H2O)
+  kQuantized,  // 2/4-bit codes with a full-precision recent window (KIVI)
 };
 
 struct CachePlan {

@@ -1,8 +1,7 @@
-#include "policies/baselines.h"
-
 #include <algorithm>
 #include <string>
 
+#include "policies/baselines.h"
 #include "runtime/input_error.h"
 
 namespace kvforge {

@@ -28,28 +28,40 @@ struct PolicyEntry {
 constexpr double kUnbounded = 1e12;
 const Parameter kBudget{"budget", 0.5, 1e-6, kUnbounded, false, "<= 1: fraction of the prompt, > 1: tokens"};
 
-CachePlan plan_full(const PolicySpec& spec, const ModelConfig&, int64_t) { return {spec.label, CacheLayout::kFull, {}, {}}; }
+CachePlan plan_full(const PolicySpec& spec, const ModelConfig&, int64_t) {
+  return {spec.label, CacheLayout::kFull, {}, {}};
+}
 
 const std::vector<PolicyEntry>& registry() {
   static const std::vector<PolicyEntry> entries = {
       {"full", "every token (the baseline)", {}, plan_full},
-      {"streaming", "StreamingLLM: sink + recent window",
-       {kBudget, {"sink", 4, 0, kUnbounded, true, "first tokens always kept"},
+      {"streaming",
+       "StreamingLLM: sink + recent window",
+       {kBudget,
+        {"sink", 4, 0, kUnbounded, true, "first tokens always kept"},
         {"window", 0, 0, kUnbounded, true, "recent tokens; > 0 overrides budget"}},
        plan_streaming},
-      {"snapkv", "SnapKV: per-head top-k by the prompt's last queries",
-       {kBudget, {"window", 16, 1, kUnbounded, true, "observation window (kept too)"},
+      {"snapkv",
+       "SnapKV: per-head top-k by the prompt's last queries",
+       {kBudget,
+        {"window", 16, 1, kUnbounded, true, "observation window (kept too)"},
         {"kernel", 5, 1, 63, true, "odd pooling width"}},
        plan_snapkv},
-      {"pyramidkv", "PyramidKV: SnapKV with budgets falling over layers",
-       {kBudget, {"window", 16, 1, kUnbounded, true, "observation window"},
-        {"kernel", 5, 1, 63, true, "odd pooling width"}, {"beta", 20, 1, 1000, false, "first/last budget shape"}},
+      {"pyramidkv",
+       "PyramidKV: SnapKV with budgets falling over layers",
+       {kBudget,
+        {"window", 16, 1, kUnbounded, true, "observation window"},
+        {"kernel", 5, 1, 63, true, "odd pooling width"},
+        {"beta", 20, 1, 1000, false, "first/last budget shape"}},
        plan_pyramidkv},
-      {"h2o", "H2O: heavy hitters + recent window, evicting while decoding",
+      {"h2o",
+       "H2O: heavy hitters + recent window, evicting while decoding",
        {kBudget, {"recent", 0.5, 0, 1, false, "share of the budget for recent tokens"}},
        plan_h2o},
-      {"kivi", "KIVI: 2/4-bit keys per channel, values per token",
-       {{"bits", 4, 2, 4, true, "2 or 4"}, {"group", 32, 1, 4096, true, "group size (divides head_dim)"},
+      {"kivi",
+       "KIVI: 2/4-bit keys per channel, values per token",
+       {{"bits", 4, 2, 4, true, "2 or 4"},
+        {"group", 32, 1, 4096, true, "group size (divides head_dim)"},
         {"residual", 32, 0, kUnbounded, true, "full-precision recent tokens"}},
        plan_kivi},
   };
@@ -124,8 +136,8 @@ PolicySpec parse_policy(const std::string& text, const std::string& source) {
       std::string keys;
       for (const Parameter& candidate : entry->parameters) keys += (keys.empty() ? "" : ", ") + candidate.key;
       fail_input(source, text,
-                 "expected key=value with a key of " + spec.name + " (" + (keys.empty() ? "none" : keys) +
-                     "), got '" + item + "'");
+                 "expected key=value with a key of " + spec.name + " (" + (keys.empty() ? "none" : keys) + "), got '" +
+                     item + "'");
     }
     const double value = parse_number(item.substr(equals + 1), source, text);
     const bool whole = std::floor(value) == value;
@@ -139,7 +151,8 @@ PolicySpec parse_policy(const std::string& text, const std::string& source) {
   if (spec.name == "kivi" && spec.parameters["bits"] == 3) fail_input(source, text, "bits: expected 2 or 4, got 3");
   if (spec.parameters.count("kernel") && static_cast<int64_t>(spec.parameters["kernel"]) % 2 == 0)
     fail_input(source, text, "kernel: expected an odd width");
-  if (spec.parameters.count("budget") && spec.parameters["budget"] > 1 && std::floor(spec.parameters["budget"]) != spec.parameters["budget"])
+  if (spec.parameters.count("budget") && spec.parameters["budget"] > 1 &&
+      std::floor(spec.parameters["budget"]) != spec.parameters["budget"])
     fail_input(source, text, "budget: above 1 it counts tokens, so it must be whole");
   return spec;
 }
@@ -158,8 +171,8 @@ CachePlan plan_cache(const PolicySpec& spec, const ModelConfig& config, int64_t 
 
 int64_t budget_tokens(const PolicySpec& spec, int64_t prompt_tokens, int64_t minimum) {
   const double budget = spec.parameters.at("budget");
-  const int64_t tokens = budget <= 1 ? static_cast<int64_t>(std::ceil(budget * prompt_tokens - 1e-9))
-                                     : static_cast<int64_t>(budget);
+  const int64_t tokens =
+      budget <= 1 ? static_cast<int64_t>(std::ceil(budget * prompt_tokens - 1e-9)) : static_cast<int64_t>(budget);
   return std::max(tokens, minimum);
 }
 

@@ -1,7 +1,7 @@
-#include "policies/baselines.h"
-
 #include <algorithm>
 #include <cmath>
+
+#include "policies/baselines.h"
 
 namespace kvforge {
 namespace {

@@ -1,6 +1,6 @@
-#include "policies/baselines.h"
-
 #include <algorithm>
+
+#include "policies/baselines.h"
 
 namespace kvforge {
 

@@ -70,8 +70,8 @@ at::Tensor dequantize_values_per_token(const QuantizedBlock& block, int64_t bits
   std::vector<int64_t> grouped = codes.sizes().vec();
   grouped.back() /= group_size;
   grouped.push_back(group_size);
-  at::Tensor values = codes.reshape(grouped) * block.scale.to(at::kFloat).unsqueeze(-1) +
-                      block.minimum.to(at::kFloat).unsqueeze(-1);
+  at::Tensor values =
+      codes.reshape(grouped) * block.scale.to(at::kFloat).unsqueeze(-1) + block.minimum.to(at::kFloat).unsqueeze(-1);
   return values.reshape(codes.sizes()).to(dtype);
 }
 
@@ -81,8 +81,8 @@ QuantizedKVCache::QuantizedKVCache(int64_t num_layers, int64_t batch, int64_t kv
   if (quantization.bits != 2 && quantization.bits != 4)
     throw std::invalid_argument("bits: expected 2 or 4, got " + std::to_string(quantization.bits));
   if (quantization.group_size < 1 || head_dim % quantization.group_size != 0)
-    throw std::invalid_argument("group_size " + std::to_string(quantization.group_size) +
-                                " must divide head_dim " + std::to_string(head_dim));
+    throw std::invalid_argument("group_size " + std::to_string(quantization.group_size) + " must divide head_dim " +
+                                std::to_string(head_dim));
   if (quantization.residual_tokens < 0) throw std::invalid_argument("residual_tokens: expected >= 0");
   layers_.resize(num_layers);
   for (Layer& layer : layers_) {

@@ -9,6 +9,7 @@
 // This is the reference layout: attention dequantizes the stored codes each step. The CUDA path
 // dequantizes inside the attention kernel instead.
 #include <ATen/ATen.h>
+
 #include <vector>
 
 #include "runtime/kv_cache.h"
@@ -44,12 +45,13 @@ class QuantizedKVCache : public KVCache {
 
  private:
   struct Layer {
-    std::vector<QuantizedBlock> key_groups;  // one per group of group_size tokens, codes [batch, kv_heads, group, packed]
-    QuantizedBlock values;                   // codes [batch, kv_heads, quantized, packed]; scale [.., quantized, groups]
+    std::vector<QuantizedBlock>
+        key_groups;         // one per group of group_size tokens, codes [batch, kv_heads, group, packed]
+    QuantizedBlock values;  // codes [batch, kv_heads, quantized, packed]; scale [.., quantized, groups]
     int64_t quantized_tokens = 0;
-    at::Tensor recent_keys;    // [batch, kv_heads, recent, head_dim] full precision
+    at::Tensor recent_keys;  // [batch, kv_heads, recent, head_dim] full precision
     at::Tensor recent_values;
-    at::Tensor positions;      // [batch, quantized + recent]
+    at::Tensor positions;  // [batch, quantized + recent]
   };
   at::Tensor dequantized_keys(const Layer& layer) const;
   at::Tensor dequantized_values(const Layer& layer) const;
@@ -61,7 +63,7 @@ class QuantizedKVCache : public KVCache {
 
 // Exposed for tests. Keys: one group of tokens [batch, kv_heads, group, head_dim], a scale per channel.
 // Values: [batch, kv_heads, tokens, head_dim], a scale per token and run of group_size channels.
-QuantizedBlock quantize_keys_per_channel(const at::Tensor& keys, int64_t bits);          // keys: [b, h, group, d]
+QuantizedBlock quantize_keys_per_channel(const at::Tensor& keys, int64_t bits);  // keys: [b, h, group, d]
 QuantizedBlock quantize_values_per_token(const at::Tensor& values, int64_t bits, int64_t group_size);  // [b, h, t, d]
 at::Tensor dequantize_keys_per_channel(const QuantizedBlock& block, int64_t bits, at::ScalarType dtype);
 at::Tensor dequantize_values_per_token(const QuantizedBlock& block, int64_t bits, int64_t group_size,

@@ -99,8 +99,8 @@ void SelectiveKVCache::evict(Layer& layer, const at::Tensor& token_scores) {
   const SelectiveLayerOptions& options = layer.options;
   const at::Tensor& positions = layer.positions;  // [batch, kv_heads, slots]
   at::Tensor newest = std::get<0>(positions.max(-1, /*keepdim=*/true));
-  at::Tensor kept = (positions >= 0) & ((positions < options.sink_tokens) |
-                                        (positions > newest - options.recent_tokens));
+  at::Tensor kept =
+      (positions >= 0) & ((positions < options.sink_tokens) | (positions > newest - options.recent_tokens));
   const double infinity = std::numeric_limits<double>::infinity();
   at::Tensor ranking = token_scores.to(at::kFloat).masked_fill(kept, infinity).masked_fill(positions < 0, -infinity);
   // Slot order is kept (sorted indices), so the cache stays in position order for every head.

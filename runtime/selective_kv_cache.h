@@ -10,6 +10,7 @@
 // between steps each layer holds at most budget_tokens slots per head (plus the tokens generated since,
 // for layouts that only compress the prompt).
 #include <ATen/ATen.h>
+
 #include <vector>
 
 #include "runtime/kv_cache.h"
@@ -17,9 +18,9 @@
 namespace kvforge {
 
 enum class TokenScore {
-  kNone,                   // keep sink + recent only (StreamingLLM)
-  kObservationWindow,      // SnapKV: attention from the last `observation_window` queries, pooled
-  kAccumulatedAttention,   // H2O: attention received, summed over every query so far
+  kNone,                  // keep sink + recent only (StreamingLLM)
+  kObservationWindow,     // SnapKV: attention from the last `observation_window` queries, pooled
+  kAccumulatedAttention,  // H2O: attention received, summed over every query so far
 };
 
 struct SelectiveLayerOptions {
@@ -27,8 +28,8 @@ struct SelectiveLayerOptions {
   int64_t sink_tokens = 0;
   int64_t recent_tokens = 0;
   TokenScore score = TokenScore::kNone;
-  int64_t observation_window = 0;  // kObservationWindow
-  int64_t pool_kernel = 1;         // kObservationWindow: odd width of the average pooling over slots
+  int64_t observation_window = 0;   // kObservationWindow
+  int64_t pool_kernel = 1;          // kObservationWindow: odd width of the average pooling over slots
   bool evict_during_decode = true;  // false: the budget applies to the prompt, generated tokens are added
   bool streaming_mask = false;      // attend as StreamingLLM does (sink + window) also within a step
 };

@@ -1,8 +1,7 @@
 // The artifact format: metadata and tensors round-trip, bad files and other models' artifacts are refused
 // with the field that is wrong.
-#include <gtest/gtest.h>
-
 #include <dirent.h>
+#include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include "checkpoints/artifact.h"

@@ -1,7 +1,6 @@
 // The eval harness: perplexity through caches against a plain forward pass, and cells that measure what
 // the caches really held on identical samples.
 #include <gtest/gtest.h>
-
 #include <torch/torch.h>
 
 #include "eval/harness.h"

@@ -1,9 +1,9 @@
 // Training-free cache policies: each reproduces the full cache exactly when its budget covers the
 // sequence, and keeps exactly what it claims (tokens, positions, bytes) when it does not.
 #include <gtest/gtest.h>
+#include <torch/torch.h>
 
 #include <set>
-#include <torch/torch.h>
 
 #include "policies/policy.h"
 #include "runtime/generate.h"
@@ -75,9 +75,9 @@ TEST_P(FullBudgetIdentity, LogitsEqualTheFullCache) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, FullBudgetIdentity,
-                         ::testing::Values("full", "streaming:window=64", "snapkv:budget=64",
-                                           "snapkv:budget=1", "pyramidkv:budget=1000", "h2o:budget=64",
-                                           "kivi:bits=2,residual=64", "kivi:bits=4,residual=46"),
+                         ::testing::Values("full", "streaming:window=64", "snapkv:budget=64", "snapkv:budget=1",
+                                           "pyramidkv:budget=1000", "h2o:budget=64", "kivi:bits=2,residual=64",
+                                           "kivi:bits=4,residual=46"),
                          [](const auto& info) {
                            std::string name = info.param;
                            for (char& c : name)
@@ -88,7 +88,8 @@ INSTANTIATE_TEST_SUITE_P(Policies, FullBudgetIdentity,
 // The same tokens through an explicitly full plan and through generate() with no factory: same output.
 TEST(FullBudgetIdentity, GenerateWithAFullBudgetPolicyMatchesFull) {
   LoadedModel& loaded = tiny_model();
-  const std::vector<int64_t> prompt = loaded.tokenizer->encode("The pass key is 4417. What is the pass key? The pass key is");
+  const std::vector<int64_t> prompt =
+      loaded.tokenizer->encode("The pass key is 4417. What is the pass key? The pass key is");
   GenerationOptions options;
   options.max_new_tokens = 10;
   const auto baseline = generate(loaded.model, {prompt}, options).sequences[0].tokens;
@@ -279,11 +280,11 @@ TEST(KiviPolicy, RecentWindowStaysFullPrecisionAndBytesMatchTheLayout) {
   // 106 tokens: quantized in whole groups of 32 while at least 16 stay full precision → 64 + 42 recent.
   EXPECT_EQ(kivi.quantized_tokens(0), 64);
   EXPECT_EQ(cache->length(0), 106);
-  const int64_t rows = 2 * config.num_kv_heads;  // batch × kv heads
-  const int64_t codes = 2 * rows * 64 * config.head_dim * 2 / 8;                    // keys + values, 2 bits
-  const int64_t key_scales = rows * 2 * config.head_dim * 2 * 2;                     // 2 groups, scale + min, fp16
-  const int64_t value_scales = rows * 64 * (config.head_dim / 32) * 2 * 2;           // per token and group
-  const int64_t recent = 2 * rows * 42 * config.head_dim * 4;                        // fp32 keys + values
+  const int64_t rows = 2 * config.num_kv_heads;                             // batch × kv heads
+  const int64_t codes = 2 * rows * 64 * config.head_dim * 2 / 8;            // keys + values, 2 bits
+  const int64_t key_scales = rows * 2 * config.head_dim * 2 * 2;            // 2 groups, scale + min, fp16
+  const int64_t value_scales = rows * 64 * (config.head_dim / 32) * 2 * 2;  // per token and group
+  const int64_t recent = 2 * rows * 42 * config.head_dim * 4;               // fp32 keys + values
   EXPECT_EQ(cache->bytes(), config.num_layers * (codes + key_scales + value_scales + recent));
   auto full = make_full_cache(loaded.model, 2, 106);
   EXPECT_LT(cache->bytes() * 2, full->bytes() * 1);  // well under half of full at this length
@@ -304,7 +305,8 @@ TEST(PolicySpecs, ParseWithDefaultsAndRejectBadInputClearly) {
   EXPECT_INPUT_ERROR(parse_policy("snapkv:kernel=4"), "odd");
   EXPECT_INPUT_ERROR(parse_policy("streaming:budget=abc"), "expected a number", "abc");
   EXPECT_INPUT_ERROR(parse_policy("streaming:budget=12.5"), "whole");
-  EXPECT_INPUT_ERROR(plan_cache(parse_policy("kivi:group=12"), tiny_model().config, 100), "group", "divisor of head_dim 32");
+  EXPECT_INPUT_ERROR(plan_cache(parse_policy("kivi:group=12"), tiny_model().config, 100), "group",
+                     "divisor of head_dim 32");
 }
 
 }  // namespace
