@@ -69,14 +69,18 @@ __global__ void __launch_bounds__(kThreads) decode_chunk_kernel(DecodeAttentionP
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t slot = base + team + static_cast<int64_t>(u) * kTeams;
       k_rows[u] = v_rows[u] = make_uint4(0, 0, 0, 0);
+      // Rows are fetched without waiting for their positions, so both loads are in flight together.
       const int64_t position = slot < end ? positions[slot] : -1;
-      attended[u] =
-          position >= 0 && (window.window == 0 || query_position - position < window.window || position < window.sink);
-      if (attended[u]) {  // padding slots are never read, so whatever they hold cannot reach the output
+      if (slot < end) {
         k_rows[u] = *reinterpret_cast<const uint4*>(k_base + slot * HEAD_DIM);
         v_rows[u] = *reinterpret_cast<const uint4*>(v_base + slot * HEAD_DIM);
       }
+      attended[u] =
+          position >= 0 && (window.window == 0 || query_position - position < window.window || position < window.sink);
     }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)  // whatever an unattended slot holds (even NaN) must not reach the output
+      if (!attended[u]) k_rows[u] = v_rows[u] = make_uint4(0, 0, 0, 0);
     // Scores of the kUnroll rows for every query head, summed across the team's lanes.
     float scores[kUnroll][GROUP];
 #pragma unroll

@@ -92,7 +92,12 @@ TEST_P(DecodeAttentionGpu, MatchesFloat64ReferenceOnAViewOfALargerCache) {
   at::Tensor k_buffer = (1.5 * at::randn({batch, kv_heads, capacity, head_dim})).to(bf16);
   at::Tensor v_buffer = at::randn({batch, kv_heads, capacity, head_dim}).to(bf16);
   at::Tensor position_buffer = at::arange(capacity, at::kLong).unsqueeze(0).repeat({batch, 1});
-  if (batch > 1) position_buffer[batch - 1].narrow(0, 0, std::min<int64_t>(slots, 17)).fill_(-1);  // padding
+  if (batch > 1) {  // left padding whose slots hold NaN: they must not reach the output
+    const int64_t padding = std::min<int64_t>(slots, 17);
+    position_buffer[batch - 1].narrow(0, 0, padding).fill_(-1);
+    k_buffer[batch - 1].narrow(1, 0, padding).fill_(std::nan(""));
+    v_buffer[batch - 1].narrow(1, 0, padding).fill_(std::nan(""));
+  }
   position_buffer = position_buffer.cuda();
   // Views of the first `slots` slots, as the full cache hands them to attention.
   at::Tensor k = k_buffer.narrow(2, 0, slots), v = v_buffer.narrow(2, 0, slots);
