@@ -9,6 +9,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <utility>
 
 #include "runtime/generate.h"
 #include "runtime/input_error.h"
@@ -153,8 +154,19 @@ void validate(const EvalOptions& options, const LoadedModel& model) {
       if (document_tokens(model, document).size() < 2) fail_input(path, "document", "encodes to fewer than 2 tokens");
 }
 
+EncodedSamples encode_samples(const Tokenizer& tokenizer, std::vector<tasks::Sample> samples) {
+  EncodedSamples encoded;
+  for (const tasks::Sample& sample : samples) {
+    encoded.prompts.push_back(tokenizer.encode(sample.prompt, true));
+    encoded.target_tokens.push_back(static_cast<int64_t>(tokenizer.encode(sample.target, false).size()));
+  }
+  encoded.samples = std::move(samples);
+  return encoded;
+}
+
 CellResult evaluate_cell(Transformer& model, const Tokenizer& tokenizer, const std::vector<int64_t>& eos_token_ids,
-                         const std::vector<tasks::Sample>& samples, const PolicySpec* policy, int64_t batch_size) {
+                         const EncodedSamples& encoded, const PolicySpec* policy, int64_t batch_size) {
+  const std::vector<tasks::Sample>& samples = encoded.samples;
   const at::Device device = model->output_weight().device();
   CellResult cell;
   cell.policy = policy != nullptr ? policy->label : "full";
@@ -165,12 +177,11 @@ CellResult evaluate_cell(Transformer& model, const Tokenizer& tokenizer, const s
   reset_peak_memory(device);
   for (size_t first = 0; first < samples.size(); first += static_cast<size_t>(batch_size)) {
     const size_t last = std::min(samples.size(), first + static_cast<size_t>(batch_size));
-    std::vector<std::vector<int64_t>> prompts;
+    const std::vector<std::vector<int64_t>> prompts(encoded.prompts.begin() + first, encoded.prompts.begin() + last);
     int64_t longest_prompt = 0, longest_answer = 0;
     for (size_t i = first; i < last; ++i) {
-      prompts.push_back(tokenizer.encode(samples[i].prompt, true));
-      longest_prompt = std::max<int64_t>(longest_prompt, prompts.back().size());
-      longest_answer = std::max<int64_t>(longest_answer, tokenizer.encode(samples[i].target, false).size());
+      longest_prompt = std::max<int64_t>(longest_prompt, encoded.prompts[i].size());
+      longest_answer = std::max(longest_answer, encoded.target_tokens[i]);
     }
     GenerationOptions generation;
     generation.max_new_tokens = longest_answer + 8;  // room to stop; greedy, so no seed is involved
@@ -256,16 +267,16 @@ EvalReport run_eval(LoadedModel& model, const EvalOptions& options, const EvalPr
 
   // One untimed generation so the first cell's time to first token does not include warm-up.
   if (!options.tasks.empty()) {
-    std::vector<tasks::Sample> warm =
-        draw_samples(tokenizer, options.tasks[0], options.lengths[0], 1, options.seed, options.arithmetic_steps);
+    const EncodedSamples warm = encode_samples(tokenizer, draw_samples(tokenizer, options.tasks[0], options.lengths[0],
+                                                                       1, options.seed, options.arithmetic_steps));
     evaluate_cell(model.model, tokenizer, model.eos_token_ids, warm, nullptr, 1);
   }
   const int64_t total_cells = static_cast<int64_t>(options.tasks.size() * options.lengths.size() * policies.size());
   int64_t done = 0;
   for (const std::string& task : options.tasks) {
     for (int64_t length : options.lengths) {
-      const std::vector<tasks::Sample> samples =
-          draw_samples(tokenizer, task, length, options.samples, options.seed, options.arithmetic_steps);
+      const EncodedSamples samples = encode_samples(
+          tokenizer, draw_samples(tokenizer, task, length, options.samples, options.seed, options.arithmetic_steps));
       double full_bytes = 0;
       for (const PolicySpec* policy : policies) {
         CellResult cell =

@@ -34,9 +34,17 @@ std::vector<tasks::Sample> draw_samples(const Tokenizer& tokenizer, const std::s
 // anything runs; errors name `source` (e.g. "--tasks") and the offending value.
 void validate(const EvalOptions& options, const LoadedModel& model);
 
-// One cell: `samples` through the policy (nullptr = full cache) in batches, greedy, scored by task rule.
+// Samples with their prompts and targets encoded once, so every policy's cell reuses the token ids.
+struct EncodedSamples {
+  std::vector<tasks::Sample> samples;
+  std::vector<std::vector<int64_t>> prompts;  // prompt token ids, one per sample
+  std::vector<int64_t> target_tokens;         // length of each ideal completion in tokens
+};
+EncodedSamples encode_samples(const Tokenizer& tokenizer, std::vector<tasks::Sample> samples);
+
+// One cell: the samples through the policy (nullptr = full cache) in batches, greedy, scored by task rule.
 CellResult evaluate_cell(Transformer& model, const Tokenizer& tokenizer, const std::vector<int64_t>& eos_token_ids,
-                         const std::vector<tasks::Sample>& samples, const PolicySpec* policy, int64_t batch_size);
+                         const EncodedSamples& encoded, const PolicySpec* policy, int64_t batch_size);
 
 // Mean negative log-likelihood per predicted token of `tokens`, fed through the policy's cache `chunk`
 // tokens at a time (the full policy in one chunk equals an ordinary forward pass).

@@ -29,8 +29,9 @@ std::vector<TaskAccuracy> evaluate_task_accuracy(Transformer& model, const Token
   std::vector<TaskAccuracy> results;
   for (const std::string& task : options.tasks) {
     for (int64_t length : options.lengths) {
-      const std::vector<tasks::Sample> samples =
-          eval::draw_samples(tokenizer, task, length, options.samples, options.seed, options.arithmetic_steps);
+      const eval::EncodedSamples samples = eval::encode_samples(
+          tokenizer,
+          eval::draw_samples(tokenizer, task, length, options.samples, options.seed, options.arithmetic_steps));
       const eval::CellResult cell =
           eval::evaluate_cell(model, tokenizer, options.eos_token_ids, samples, /*policy=*/nullptr, options.batch_size);
       results.push_back({task, length, cell.samples, cell.accuracy});

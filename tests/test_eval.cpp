@@ -49,8 +49,9 @@ TEST(Perplexity, FullCacheInChunksEqualsOneForwardPass) {
 
 TEST(Harness, CellsShareSamplesAndMeasureHeldBytes) {
   LoadedModel& loaded = tiny_model();
-  const std::vector<tasks::Sample> samples =
-      draw_samples(*loaded.tokenizer, "passkey", 256, /*count=*/4, /*seed=*/42, /*arithmetic_steps=*/2);
+  const EncodedSamples samples =
+      encode_samples(*loaded.tokenizer,
+                     draw_samples(*loaded.tokenizer, "passkey", 256, /*count=*/4, /*seed=*/42, /*arithmetic_steps=*/2));
   const CellResult full = evaluate_cell(loaded.model, *loaded.tokenizer, loaded.eos_token_ids, samples, nullptr, 2);
   EXPECT_EQ(full.samples, 4);
   EXPECT_GE(full.accuracy, 0.75);  // the committed model finds pass keys at 256 tokens
