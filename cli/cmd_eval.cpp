@@ -18,7 +18,8 @@ namespace {
 std::vector<RecipeKey> eval_schema() {
   return {
       {"model", "~", "Hugging Face model directory (config.json + safetensors + tokenizer.json)"},
-      {"artifacts", "[]", "artifact files from kvforge train, each evaluated through its learned policy"},
+      {"artifacts", "[]",
+       "artifact files from kvforge train (FILE or FILE:key=value,...), through their learned policy"},
       {"policies", "[full]", "policy specs, e.g. [full, \"streaming:budget=0.25\", \"snapkv:budget=0.5\"]"},
       {"tasks", "[passkey]", "synthetic tasks (eval/tasks)"},
       {"lengths", "[256]", "prompt lengths in the model's tokens"},
@@ -28,6 +29,7 @@ std::vector<RecipeKey> eval_schema() {
       {"arithmetic_steps", "2", "operations per arithmetic problem"},
       {"perplexity", "[]", "text or JSONL files to measure perplexity on under each policy"},
       {"perplexity_chunk", "64", "tokens per forward when reading a document through a cache"},
+      {"answer_perplexity", "true", "also measure each cell's teacher-forced perplexity of the ideal answers"},
       {"out", "runs/eval", "output folder for report.json, report.md and the SVG plots"},
       {"device", "auto", "auto | cpu | cuda | cuda:N"},
       {"dtype", "auto", "auto | float32 | bfloat16 | float16"},
@@ -87,15 +89,24 @@ void run_eval_command(const EvalArgs& args) {
   options.arithmetic_steps = recipe.get_int("arithmetic_steps");
   options.perplexity_files = recipe.get_string_list("perplexity");
   options.perplexity_chunk = recipe.get_int("perplexity_chunk");
+  options.answer_perplexity = recipe.get_bool("answer_perplexity");
   if (options.perplexity_chunk < 1) fail_input("command line", "perplexity_chunk", "expected >= 1");
 
   const at::Device device = parse_device(recipe.get_string("device"), "device");
   const at::ScalarType dtype = parse_model_dtype(recipe.get_string("dtype"), device, "dtype");
   LoadedModel loaded = load_model(recipe.get_string("model"), device, dtype);
-  for (const std::string& path : recipe.get_string_list("artifacts")) {
+  for (const std::string& entry : recipe.get_string_list("artifacts")) {
+    // FILE or FILE:key=value,... (e.g. prefixkv.safetensors:budget=0.3 picks one calibrated budget)
+    const size_t colon = entry.rfind(':');
+    const bool has_selection = colon != std::string::npos && entry.find('=', colon) != std::string::npos;
+    const std::string path = has_selection ? entry.substr(0, colon) : entry;
     auto artifact = std::make_shared<const Artifact>(read_artifact(path));
     check_artifact_matches(*artifact, loaded.config, loaded.dir);
-    options.policies.push_back(policy_from_artifact(artifact));
+    for (PolicySpec& spec : policies_from_artifact(artifact, has_selection ? entry.substr(colon + 1) : "")) {
+      for (const PolicySpec& other : options.policies)
+        if (other.label == spec.label) spec.label += " (" + path + ")";  // two artifacts, same settings
+      options.policies.push_back(std::move(spec));
+    }
   }
   eval::validate(options, loaded);
 
@@ -123,7 +134,7 @@ void add_eval_command(CLI::App& app) {
   command->add_option("--model", args->model, "model directory");
   command->add_option("--policy", args->policies, "policy spec; repeat to compare (full is always measured)")
       ->allow_extra_args(false);
-  command->add_option("--artifact", args->artifacts, "artifact file from kvforge train; repeatable")
+  command->add_option("--artifact", args->artifacts, "FILE[:key=value,...] from kvforge train; repeatable")
       ->allow_extra_args(false);
   command->add_option("--tasks", args->tasks, "comma-separated tasks, e.g. passkey,niah_single");
   command->add_option("--lengths", args->lengths, "comma-separated prompt lengths in tokens");

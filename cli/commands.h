@@ -9,5 +9,6 @@ void add_eval_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
 void add_pretrain_command(CLI::App& app);
+void add_train_command(CLI::App& app);
 
 }  // namespace kvforge

@@ -59,6 +59,36 @@ int64_t peak_memory(const at::Device& device) {
   return -1;
 }
 
+std::vector<int64_t> document_tokens(const LoadedModel& model, const std::string& text) {
+  std::vector<int64_t> tokens = tokenizer_of(model).encode(text, true);
+  if (static_cast<int64_t>(tokens.size()) > model.config.max_position_embeddings)
+    tokens.resize(model.config.max_position_embeddings);
+  return tokens;
+}
+
+// Summed NLL of `target` read teacher-forced after `prompt` went through the policy's cache in one prefill.
+double answer_nll(Transformer& model, const std::vector<int64_t>& prompt, const std::vector<int64_t>& target,
+                  const PolicySpec* policy) {
+  torch::NoGradGuard no_grad;
+  if (target.empty()) return 0;
+  const auto prompt_tokens = static_cast<int64_t>(prompt.size()), target_tokens = static_cast<int64_t>(target.size());
+  const at::Device device = model->output_weight().device();
+  CacheFactory factory = cache_factory(model, policy, prompt_tokens);
+  std::unique_ptr<KVCache> cache =
+      factory ? factory(1, prompt_tokens + target_tokens) : make_full_cache(model, 1, prompt_tokens + target_tokens);
+  auto ids = [&](const std::vector<int64_t>& tokens) { return at::tensor(tokens, at::kLong).unsqueeze(0).to(device); };
+  at::Tensor first = model->forward(ids(prompt), at::arange(prompt_tokens, at::kLong).unsqueeze(0).to(device),
+                                    cache.get(), /*last_only=*/true);
+  at::Tensor rest = model->forward(
+      ids(target), at::arange(prompt_tokens, prompt_tokens + target_tokens, at::kLong).unsqueeze(0).to(device),
+      cache.get());
+  // Row i predicts target[i]: the prompt's last logits, then the target's own but its last.
+  at::Tensor logits = at::cat({first[0], rest[0].narrow(0, 0, target_tokens - 1)}, 0).to(at::kFloat);
+  return at::cross_entropy_loss(logits, ids(target)[0], {}, at::Reduction::Sum).item<double>();
+}
+
+}  // namespace
+
 std::vector<std::string> read_documents(const std::string& path) {
   std::ifstream file(path);
   if (!file) fail_input(path, "file", "cannot be read");
@@ -93,15 +123,6 @@ std::vector<std::string> read_documents(const std::string& path) {
   if (documents.empty()) fail_input(path, "file", "holds no documents");
   return documents;
 }
-
-std::vector<int64_t> document_tokens(const LoadedModel& model, const std::string& text) {
-  std::vector<int64_t> tokens = tokenizer_of(model).encode(text, true);
-  if (static_cast<int64_t>(tokens.size()) > model.config.max_position_embeddings)
-    tokens.resize(model.config.max_position_embeddings);
-  return tokens;
-}
-
-}  // namespace
 
 tasks::TokenCounter token_counter(const Tokenizer& tokenizer) {
   return [&tokenizer](const std::string& text) { return static_cast<int64_t>(tokenizer.encode(text, true).size()); };
@@ -158,14 +179,15 @@ EncodedSamples encode_samples(const Tokenizer& tokenizer, std::vector<tasks::Sam
   EncodedSamples encoded;
   for (const tasks::Sample& sample : samples) {
     encoded.prompts.push_back(tokenizer.encode(sample.prompt, true));
-    encoded.target_tokens.push_back(static_cast<int64_t>(tokenizer.encode(sample.target, false).size()));
+    encoded.targets.push_back(tokenizer.encode(sample.target, false));
   }
   encoded.samples = std::move(samples);
   return encoded;
 }
 
 CellResult evaluate_cell(Transformer& model, const Tokenizer& tokenizer, const std::vector<int64_t>& eos_token_ids,
-                         const EncodedSamples& encoded, const PolicySpec* policy, int64_t batch_size) {
+                         const EncodedSamples& encoded, const PolicySpec* policy, int64_t batch_size,
+                         bool answer_perplexity) {
   const std::vector<tasks::Sample>& samples = encoded.samples;
   const at::Device device = model->output_weight().device();
   CellResult cell;
@@ -181,7 +203,7 @@ CellResult evaluate_cell(Transformer& model, const Tokenizer& tokenizer, const s
     int64_t longest_prompt = 0, longest_answer = 0;
     for (size_t i = first; i < last; ++i) {
       longest_prompt = std::max<int64_t>(longest_prompt, encoded.prompts[i].size());
-      longest_answer = std::max(longest_answer, encoded.target_tokens[i]);
+      longest_answer = std::max<int64_t>(longest_answer, encoded.targets[i].size());
     }
     GenerationOptions generation;
     generation.max_new_tokens = longest_answer + 8;  // room to stop; greedy, so no seed is involved
@@ -210,6 +232,14 @@ CellResult evaluate_cell(Transformer& model, const Tokenizer& tokenizer, const s
   cell.peak_device_bytes = peak_memory(device);
   for (const auto& [depth, bucket] : depths)
     cell.by_depth.push_back({depth, bucket.first, bucket.second / static_cast<double>(bucket.first)});
+  if (answer_perplexity) {
+    double nll = 0;
+    for (size_t i = 0; i < samples.size(); ++i) {
+      nll += answer_nll(model, encoded.prompts[i], encoded.targets[i], policy);
+      cell.answer_tokens += static_cast<int64_t>(encoded.targets[i].size());
+    }
+    cell.answer_perplexity = std::exp(nll / static_cast<double>(std::max<int64_t>(cell.answer_tokens, 1)));
+  }
   return cell;
 }
 
@@ -279,8 +309,8 @@ EvalReport run_eval(LoadedModel& model, const EvalOptions& options, const EvalPr
           tokenizer, draw_samples(tokenizer, task, length, options.samples, options.seed, options.arithmetic_steps));
       double full_bytes = 0;
       for (const PolicySpec* policy : policies) {
-        CellResult cell =
-            evaluate_cell(model.model, tokenizer, model.eos_token_ids, samples, policy, options.batch_size);
+        CellResult cell = evaluate_cell(model.model, tokenizer, model.eos_token_ids, samples, policy,
+                                        options.batch_size, options.answer_perplexity);
         cell.task = task;
         cell.length = length;
         if (policy == nullptr) full_bytes = cell.kv_bytes;

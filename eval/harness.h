@@ -23,7 +23,12 @@ struct EvalOptions {
   int64_t arithmetic_steps = 2;
   std::vector<std::string> perplexity_files;  // plain text (one document) or JSONL ({"text"} or {"prompt","answer"})
   int64_t perplexity_chunk = 64;              // tokens per forward when reading a document through a cache
+  bool answer_perplexity = true;              // also measure each cell's teacher-forced answer perplexity
 };
+
+// The documents of a text file (one document) or a JSONL file ({"text"} or {"prompt","answer"} per line,
+// the latter joined); InputError naming the file and line for anything else.
+std::vector<std::string> read_documents(const std::string& path);
 
 tasks::TokenCounter token_counter(const Tokenizer& tokenizer);
 // `count` samples of a task at a prompt length in the tokenizer's tokens (tasks::generate's errors pass through).
@@ -38,13 +43,17 @@ void validate(const EvalOptions& options, const LoadedModel& model);
 struct EncodedSamples {
   std::vector<tasks::Sample> samples;
   std::vector<std::vector<int64_t>> prompts;  // prompt token ids, one per sample
-  std::vector<int64_t> target_tokens;         // length of each ideal completion in tokens
+  std::vector<std::vector<int64_t>> targets;  // each ideal completion's token ids
 };
 EncodedSamples encode_samples(const Tokenizer& tokenizer, std::vector<tasks::Sample> samples);
 
 // One cell: the samples through the policy (nullptr = full cache) in batches, greedy, scored by task rule.
+// With `answer_perplexity`, also the teacher-forced perplexity of the ideal completions: each prompt is
+// prefilled through the policy's cache (so it compresses as it would), then the completion is read in one
+// forward and scored token by token, PrefixKV's perplexity protocol.
 CellResult evaluate_cell(Transformer& model, const Tokenizer& tokenizer, const std::vector<int64_t>& eos_token_ids,
-                         const EncodedSamples& encoded, const PolicySpec* policy, int64_t batch_size);
+                         const EncodedSamples& encoded, const PolicySpec* policy, int64_t batch_size,
+                         bool answer_perplexity = false);
 
 // Mean negative log-likelihood per predicted token of `tokens`, fed through the policy's cache `chunk`
 // tokens at a time (the full policy in one chunk equals an ordinary forward pass).

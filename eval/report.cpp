@@ -1,13 +1,9 @@
 // report.json, report.md and the files on disk; the SVG plots live in svg_plot.cpp.
 #include "eval/report.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cctype>
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -16,6 +12,8 @@
 #include <string>
 #include <system_error>
 #include <vector>
+
+#include "runtime/file_system.h"
 
 namespace kvforge::eval {
 namespace {
@@ -106,6 +104,33 @@ std::string task_table(const EvalReport& report, const std::string& task) {
   return caption + "\n\n" + table(header, rows, right);
 }
 
+// Teacher-forced perplexity of the ideal completions, one column per task and length; empty when not measured.
+std::string answer_perplexity_table(const EvalReport& report) {
+  std::vector<std::pair<std::string, int64_t>> columns;
+  for (const std::string& task : report.tasks)
+    for (int64_t length : report.lengths) columns.emplace_back(task, length);
+  std::vector<std::string> header{"policy"};
+  for (const auto& [task, length] : columns) header.push_back(md_cell(task) + " @" + std::to_string(length));
+  std::vector<std::vector<std::string>> rows;
+  bool measured = false;
+  for (const std::string& policy : report.policies) {
+    std::vector<std::string> row{md_cell(policy)};
+    for (const auto& [task, length] : columns) {
+      const CellResult* cell = find_cell(report, policy, task, length);
+      const bool has = cell != nullptr && cell->answer_perplexity >= 0;
+      measured = measured || has;
+      row.push_back(has ? fixed(cell->answer_perplexity, 3) : kDash);
+    }
+    rows.push_back(row);
+  }
+  if (!measured) return "";
+  std::vector<bool> right(header.size(), true);
+  right[0] = false;
+  return "### answer perplexity" + std::string(kDot) +
+         "teacher-forced on the ideal completions after the policy compressed the prompt (lower is better)\n\n" +
+         table(header, rows, right);
+}
+
 std::string speed_table(const EvalReport& report) {
   std::vector<std::vector<std::string>> rows;
   std::set<int64_t> counts;
@@ -145,26 +170,6 @@ std::string perplexity_table(const EvalReport& report) {
                                       {false, false, true, true, true, true});
 }
 
-// Write, flush, close, then rename: a reader (or a crash) never sees a half-written report file.
-void write_atomically(const std::filesystem::path& path, const std::string& content) {
-  const std::string temp = path.string() + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error("cannot open " + temp + " for writing: " + std::strerror(errno));
-    out.write(content.data(), static_cast<std::streamsize>(content.size()));
-    out.close();
-    if (!out) {
-      std::remove(temp.c_str());
-      throw std::runtime_error("cannot write " + temp);
-    }
-  }
-  if (std::rename(temp.c_str(), path.c_str()) != 0) {
-    const int error = errno;
-    std::remove(temp.c_str());
-    throw std::runtime_error("cannot rename " + temp + " to " + path.string() + ": " + std::strerror(error));
-  }
-}
-
 std::string sanitize_file_name(const std::string& label) {
   std::string out = label;
   for (char& c : out)
@@ -191,6 +196,8 @@ std::string report_json(const EvalReport& report) {
                      {"ttft_ms", cell.ttft_ms},
                      {"decode_tokens_per_s", cell.decode_tokens_per_s},
                      {"peak_device_bytes", cell.peak_device_bytes},
+                     {"answer_perplexity", cell.answer_perplexity},
+                     {"answer_tokens", cell.answer_tokens},
                      {"by_depth", by_depth}});
   }
   Json perplexity = Json::array();
@@ -221,6 +228,8 @@ std::string report_markdown(const EvalReport& report) {
          "seed " + std::to_string(report.seed) + kDot + "batch size " + std::to_string(report.batch_size) + kDot +
          "wall time " + fixed(report.wall_seconds, 1) + " s\n";
   for (const std::string& task : report.tasks) out += "\n" + task_table(report, task);
+  const std::string answers = answer_perplexity_table(report);
+  if (!answers.empty()) out += "\n" + answers;
   const std::string speed = speed_table(report);
   if (!speed.empty()) out += "\n" + speed;
   if (!report.perplexity.empty()) out += "\n" + perplexity_table(report);
@@ -236,7 +245,7 @@ WrittenReport write_report(const EvalReport& report, const std::string& out_dir)
   WrittenReport written;
   auto emit = [&](const std::string& name, const std::string& content) {
     const std::filesystem::path path = dir / name;
-    write_atomically(path, content);
+    write_text_atomically(path.string(), content);
     written.files.push_back(path.string());
   };
   emit("report.md", report_markdown(report));

@@ -28,6 +28,8 @@ struct CellResult {
   double ttft_ms = 0;                   // time to first token, per batch of prompts (mean over batches)
   double decode_tokens_per_s = 0;       // tokens after the first, over decode time, whole batches
   int64_t peak_device_bytes = -1;       // peak CUDA memory allocated during the cell; -1 on CPU
+  double answer_perplexity = -1;        // teacher-forced perplexity of the ideal completions; -1 = not measured
+  int64_t answer_tokens = 0;            // tokens it was measured over
   std::vector<DepthAccuracy> by_depth;  // empty for tasks without a needle depth
 };
 

@@ -24,9 +24,12 @@ struct PolicySpec {
 // range, listing what is valid.
 PolicySpec parse_policy(const std::string& text, const std::string& source = "--policy");
 
-// The learned policy that reads `artifact` (already checked against the model), by its kvforge.method.
-// An artifact whose method no policy reads is an InputError naming the file and the method.
-PolicySpec policy_from_artifact(std::shared_ptr<const Artifact> artifact);
+// The learned policies that read `artifact` (already checked against the model), by its kvforge.method: one
+// per configuration the artifact holds (a PrefixKV artifact calibrated for three budgets gives three), or the
+// one `selection` picks ("budget=0.3", with any other parameters of the policy as in a spec). An artifact whose
+// method no policy reads is an InputError naming the file and the method.
+std::vector<PolicySpec> policies_from_artifact(std::shared_ptr<const Artifact> artifact,
+                                               const std::string& selection = "");
 
 CachePlan plan_cache(const PolicySpec& spec, const ModelConfig& config, int64_t prompt_tokens);
 

@@ -6,7 +6,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "runtime/transformer.h"
+#include "runtime/attention_importance.h"
 
 namespace kvforge {
 
@@ -21,6 +21,10 @@ SelectiveKVCache::SelectiveKVCache(std::vector<SelectiveLayerOptions> layers, in
                                   std::to_string(layer.sink_tokens + layer.recent_tokens) + ") and be >= 1");
     if (layer.pool_kernel < 1 || layer.pool_kernel % 2 == 0)
       throw std::invalid_argument("layer " + std::to_string(i) + ": pool_kernel must be odd and >= 1");
+    if (layer.decode_keep_fraction < 0 || layer.decode_keep_fraction > 1 ||
+        (layer.decode_keep_fraction > 0 && layer.evict_during_decode))
+      throw std::invalid_argument("layer " + std::to_string(i) +
+                                  ": decode_keep_fraction must be in [0, 1] and excludes evict_during_decode");
     layers_[i].options = layer;
     layers_[i].keys = at::empty({batch, kv_heads, 0, head_dim}, options);
     layers_[i].values = at::empty({batch, kv_heads, 0, head_dim}, options);
@@ -33,6 +37,7 @@ CachedKV SelectiveKVCache::update(int64_t layer_index, const at::Tensor& keys, c
                                   const at::Tensor& positions) {
   Layer& layer = layers_.at(layer_index);
   const int64_t kv_heads = keys.size(1), new_tokens = keys.size(2);
+  if (layer.prompt_done) layer.decode_tokens += new_tokens;
   layer.keys = at::cat({layer.keys, keys}, 2);
   layer.values = at::cat({layer.values, values}, 2);
   layer.positions = at::cat({layer.positions, positions.unsqueeze(1).expand({-1, kv_heads, new_tokens})}, 2);
@@ -45,22 +50,12 @@ CachedKV SelectiveKVCache::update(int64_t layer_index, const at::Tensor& keys, c
   return kv;
 }
 
-at::Tensor SelectiveKVCache::group_attention(const Layer& layer, const at::Tensor& queries,
-                                             const at::Tensor& query_positions) const {
-  const int64_t batch = queries.size(0), heads = queries.size(1), count = queries.size(2), head_dim = queries.size(3);
-  const int64_t kv_heads = layer.keys.size(1);
-  // grouped: [batch, kv_heads, group, queries, head_dim]; scores: [batch, kv_heads, group, queries, slots]
-  at::Tensor grouped = queries.reshape({batch, kv_heads, heads / kv_heads, count, head_dim}).to(at::kFloat);
-  at::Tensor scores = at::matmul(grouped, layer.keys.to(at::kFloat).unsqueeze(2).transpose(-1, -2)) /
-                      std::sqrt(static_cast<double>(head_dim));
+at::Tensor SelectiveKVCache::received(const Layer& layer, const at::Tensor& queries,
+                                      const at::Tensor& query_positions) const {
   const SelectiveLayerOptions& options = layer.options;
-  at::Tensor visible = attention_mask(query_positions, layer.positions, /*sliding_window=*/0,
-                                      options.streaming_mask ? options.sink_tokens : 0,
-                                      options.streaming_mask ? options.recent_tokens : 0);
-  scores = scores.masked_fill(visible.unsqueeze(2).logical_not(), -std::numeric_limits<double>::infinity());
-  at::Tensor probs = at::softmax(scores, -1).sum(2);  // [batch, kv_heads, queries, slots]
-  // Padding queries (position -1) attend to everything; they must not vote.
-  return probs * (query_positions >= 0).unsqueeze(1).unsqueeze(3).to(at::kFloat);
+  return received_attention(queries, query_positions, layer.keys, layer.positions,
+                            options.streaming_mask ? options.sink_tokens : 0,
+                            options.streaming_mask ? options.recent_tokens : 0);
 }
 
 void SelectiveKVCache::after_attention(int64_t layer_index, const at::Tensor& queries, const at::Tensor& positions) {
@@ -74,15 +69,17 @@ void SelectiveKVCache::after_attention(int64_t layer_index, const at::Tensor& qu
       token_scores = at::zeros_like(layer.scores);
       break;
     case TokenScore::kAccumulatedAttention:
-      layer.scores = layer.scores + group_attention(layer, queries, positions).sum(2);
+      layer.scores = layer.scores + received(layer, queries, positions);
       token_scores = layer.scores;
+      break;
+    case TokenScore::kPromptAttention:
+      if (first_step) token_scores = received(layer, queries, positions);
       break;
     case TokenScore::kObservationWindow: {
       if (!first_step) break;  // chosen once, from the prompt's last queries
       const int64_t window = std::min<int64_t>(options.observation_window, queries.size(2));
       const int64_t start = queries.size(2) - window;
-      at::Tensor votes = group_attention(layer, queries.narrow(2, start, window), positions.narrow(1, start, window))
-                             .sum(2);  // [batch, kv_heads, slots]
+      at::Tensor votes = received(layer, queries.narrow(2, start, window), positions.narrow(1, start, window));
       // Pooling keeps the neighbours of a hit together, so a needle survives as a phrase, not a token.
       const int64_t slots = votes.size(2);
       token_scores = at::avg_pool1d(votes.reshape({-1, 1, slots}), {options.pool_kernel}, {1},
@@ -92,7 +89,32 @@ void SelectiveKVCache::after_attention(int64_t layer_index, const at::Tensor& qu
     }
   }
   const bool may_evict = first_step || options.evict_during_decode;
-  if (may_evict && token_scores.defined() && layer.keys.size(2) > options.budget_tokens) evict(layer, token_scores);
+  if (may_evict && token_scores.defined() && layer.keys.size(2) > options.budget_tokens) {
+    if (options.shared_selection) token_scores = token_scores.mean(1, /*keepdim=*/true).expand_as(token_scores);
+    evict(layer, token_scores);
+  }
+  if (first_step) {
+    layer.prompt_kept = layer.keys.size(2);
+  } else if (options.decode_keep_fraction > 0) {
+    evict_at_fixed_index(layer);
+  }
+}
+
+void SelectiveKVCache::evict_at_fixed_index(Layer& layer) {
+  const SelectiveLayerOptions& options = layer.options;
+  const auto allowed =
+      layer.prompt_kept + static_cast<int64_t>(std::ceil(options.decode_keep_fraction * layer.decode_tokens - 1e-9));
+  const int64_t slots = layer.keys.size(2), excess = slots - allowed;
+  if (excess <= 0) return;
+  const int64_t index = std::clamp(layer.prompt_kept - options.decode_protected_tokens, options.sink_tokens,
+                                   std::max<int64_t>(slots - excess, 0));
+  auto drop = [&](const at::Tensor& tensor) {
+    return at::cat({tensor.narrow(2, 0, index), tensor.narrow(2, index + excess, slots - index - excess)}, 2);
+  };
+  layer.keys = drop(layer.keys);
+  layer.values = drop(layer.values);
+  layer.positions = drop(layer.positions);
+  layer.scores = drop(layer.scores);
 }
 
 void SelectiveKVCache::evict(Layer& layer, const at::Tensor& token_scores) {

@@ -2,8 +2,9 @@
 // A KV cache that keeps a bounded set of tokens per layer and KV head: the first `sink_tokens`
 // positions and the `recent_tokens` newest ones always, the rest by a score. It covers StreamingLLM
 // (no score: sink + recent window), SnapKV and PyramidKV (scores from the prompt's last queries,
-// pooled, chosen once after prefill) and H2O (attention accumulated over every step, evicted as it
-// decodes). Each head chooses its own tokens, so positions are per head.
+// pooled, chosen once after prefill), H2O (attention accumulated over every step, evicted as it
+// decodes) and PrefixKV (attention from every prompt query, one token set per layer, a budget that grows
+// with the sequence). Each head may choose its own tokens, so positions are per head.
 //
 // Prefill attends over the whole prompt (as SnapKV, PyramidKV and H2O define it) except for streaming
 // layers, whose prefill already uses the sink + window mask; eviction happens in after_attention, so
@@ -21,6 +22,7 @@ enum class TokenScore {
   kNone,                  // keep sink + recent only (StreamingLLM)
   kObservationWindow,     // SnapKV: attention from the last `observation_window` queries, pooled
   kAccumulatedAttention,  // H2O: attention received, summed over every query so far
+  kPromptAttention,       // PrefixKV: attention received from every prompt query, chosen once after prefill
 };
 
 struct SelectiveLayerOptions {
@@ -32,6 +34,13 @@ struct SelectiveLayerOptions {
   int64_t pool_kernel = 1;          // kObservationWindow: odd width of the average pooling over slots
   bool evict_during_decode = true;  // false: the budget applies to the prompt, generated tokens are added
   bool streaming_mask = false;      // attend as StreamingLLM does (sink + window) also within a step
+  bool shared_selection = false;    // every KV head keeps the same tokens (scores averaged over heads)
+  // PrefixKV's decode rule (from Elastic Cache): when > 0, after each decode step the layer holds at most
+  // (slots kept after prefill) + ceil(decode_keep_fraction × tokens generated) slots; each excess slot is
+  // removed at one fixed index, set after prefill to (slots kept − decode_protected_tokens), so the newest
+  // tokens are never dropped. Exclusive with evict_during_decode.
+  double decode_keep_fraction = 0;
+  int64_t decode_protected_tokens = 25;
 };
 
 class SelectiveKVCache : public KVCache {
@@ -56,10 +65,12 @@ class SelectiveKVCache : public KVCache {
     at::Tensor positions;  // [batch, kv_heads, slots] int64
     at::Tensor scores;     // [batch, kv_heads, slots] float32 (kAccumulatedAttention)
     bool prompt_done = false;
+    int64_t prompt_kept = 0;    // slots held right after the prompt's eviction
+    int64_t decode_tokens = 0;  // tokens added after the prompt
   };
-  // Attention probabilities [batch, kv_heads, queries, slots] summed over each KV head's query group.
-  at::Tensor group_attention(const Layer& layer, const at::Tensor& queries, const at::Tensor& query_positions) const;
+  at::Tensor received(const Layer& layer, const at::Tensor& queries, const at::Tensor& query_positions) const;
   void evict(Layer& layer, const at::Tensor& token_scores);
+  void evict_at_fixed_index(Layer& layer);
 
   std::vector<Layer> layers_;
 };

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The main job on CPU, on the committed tiny base model (models/tiny-base):
 #   1. inspect it and let it answer a pass-key and an arithmetic prompt;
-#   2. evaluate it under the full cache, StreamingLLM and SnapKV at 25% and 50% of the prompt's KV,
-#      on identical passkey and arithmetic samples, and write the report (markdown, JSON, SVG plots).
+#   2. calibrate PrefixKV's per-layer KV budgets for it (kvforge train, about a second) into an artifact;
+#   3. evaluate it under the full cache, StreamingLLM and SnapKV at 25% and 50% of the prompt's KV and the
+#      PrefixKV artifact at 50%, on identical passkey and arithmetic samples, and write the report
+#      (markdown, JSON, SVG plots).
 # --pretrain first trains a fresh tiny model from scratch (recipes/tiny-base-cpu.yaml, ~4 minutes on 2 cores)
 # and runs the same steps on it.
 set -euo pipefail
@@ -20,6 +22,8 @@ The pass key is 80417. Remember it. 80417 is the pass key.
 The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.
 What is the pass key? The pass key is" \
   --prompt "Compute (14 + 6) * 3. Think step by step, then give the final line as 'Answer: <number>'."$'\n'
+./build/kvforge train recipes/prefixkv-tiny-cpu.yaml model="$model" out=runs/quickstart-prefixkv
 ./build/kvforge eval --model "$model" --device cpu \
   --policy streaming:budget=0.25 --policy streaming:budget=0.5 --policy snapkv:budget=0.25 --policy snapkv:budget=0.5 \
+  --artifact runs/quickstart-prefixkv/prefixkv.safetensors:budget=0.5 \
   --tasks passkey,arithmetic --lengths 256,512 --samples 50 --out runs/quickstart-eval

@@ -1,10 +1,10 @@
 // The kvforge binary end to end: help, generate, inspect, and one clear line for bad input.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <array>
 #include <cstdio>
 #include <filesystem>
-#include <sys/wait.h>
 
 #include "checkpoints/artifact.h"
 #include "runtime/json_file.h"
@@ -18,7 +18,9 @@ using testing::kvforge_binary;
 
 using CommandRun = testing::CommandResult;
 
-CommandRun run_kvforge(const std::string& arguments) { return testing::run_command(kvforge_binary() + " " + arguments); }
+CommandRun run_kvforge(const std::string& arguments) {
+  return testing::run_command(kvforge_binary() + " " + arguments);
+}
 
 // Bad input: exit code 2 and exactly one line, starting "error: ", holding every fragment.
 void expect_one_line_error(const CommandRun& run, std::initializer_list<const char*> fragments) {
@@ -36,7 +38,8 @@ TEST(Cli, HelpListsSubcommands) {
 }
 
 TEST(Cli, GenerateGreedyMatchesReferenceTokensAndReportsSpeed) {
-  CommandRun run = run_kvforge("generate --model " + fixture("llama") + " --prompt 'Hello' --max-new-tokens 5 device=cpu");
+  CommandRun run =
+      run_kvforge("generate --model " + fixture("llama") + " --prompt 'Hello' --max-new-tokens 5 device=cpu");
   ASSERT_EQ(run.exit_code, 0) << run.output;
   EXPECT_NE(run.output.find("(5 tokens, finished by length)"), std::string::npos) << run.output;
   EXPECT_NE(run.output.find("tokens/s"), std::string::npos) << run.output;
@@ -46,8 +49,8 @@ TEST(Cli, GenerateGreedyMatchesReferenceTokensAndReportsSpeed) {
 // The committed GPU base model finds a pass key on the CPU: loading, tokenizer, prefill over ~700
 // tokens and cached decode all have to be right for the digits to come out.
 TEST(Cli, CommittedBaseModelRetrievesThePassKey) {
-  CommandRun run = run_kvforge("generate " + fixture("../../recipes/generate-passkey.yaml") + " device=cpu model=" +
-                               fixture("../../models/small-base-gpu"));
+  CommandRun run = run_kvforge("generate " + fixture("../../recipes/generate-passkey.yaml") +
+                               " device=cpu model=" + fixture("../../models/small-base-gpu"));
   ASSERT_EQ(run.exit_code, 0) << run.output;
   EXPECT_NE(run.output.find("The pass key is 59543."), std::string::npos) << run.output;
   EXPECT_NE(run.output.find("finished by eos"), std::string::npos) << run.output;
@@ -66,7 +69,8 @@ TEST(Cli, InspectShowsConfigAndTensorTable) {
 
 TEST(Cli, BadInputGivesOneClearLine) {
   const std::string dir = testing::make_temp_dir("cli");
-  expect_one_line_error(run_kvforge("generate --model " + dir + "/missing --prompt hi"), {"missing", "model directory"});
+  expect_one_line_error(run_kvforge("generate --model " + dir + "/missing --prompt hi"),
+                        {"missing", "model directory"});
   expect_one_line_error(run_kvforge("inspect " + dir + "/nothing"), {"nothing", "no such file"});
 
   // Truncated safetensors.
@@ -90,9 +94,9 @@ TEST(Cli, BadInputGivesOneClearLine) {
   expect_one_line_error(run_kvforge("generate --model " + fixture("llama") + " --prompt hi device=tpu"),
                         {"device", "tpu"});
   // An eval length below a task's minimal prompt is refused before any training, not after it.
-  expect_one_line_error(run_kvforge("pretrain " + fixture("../../recipes/tiny-base.yaml") + " eval.lengths=[100] out=" +
-                                    dir + "/never"),
-                        {"eval.tasks/eval.lengths", "passkey", "minimum"});
+  expect_one_line_error(
+      run_kvforge("pretrain " + fixture("../../recipes/tiny-base.yaml") + " eval.lengths=[100] out=" + dir + "/never"),
+      {"eval.tasks/eval.lengths", "passkey", "minimum"});
   EXPECT_FALSE(std::filesystem::exists(dir + "/never/metrics.jsonl"));
 }
 
@@ -102,7 +106,8 @@ TEST(Cli, EvalWritesAReportComparingPolicies) {
   const std::string out = testing::make_temp_dir("eval");
   CommandRun run = run_kvforge("eval --model " + fixture("../../models/tiny-base") +
                                " --policy streaming:budget=0.25 --policy snapkv:budget=0.5 --tasks passkey,arithmetic"
-                               " --lengths 256 --samples 3 --device cpu --out " + out);
+                               " --lengths 256 --samples 3 --device cpu --out " +
+                               out);
   ASSERT_EQ(run.exit_code, 0) << run.output;
   for (const char* file : {"report.md", "report.json", "accuracy_vs_kv.svg", "needle_heatmap-full.svg",
                            "needle_heatmap-snapkv_budget_0.5.svg"})
@@ -131,12 +136,14 @@ TEST(Cli, EvalRefusesBadInputBeforeRunning) {
                         {"--tasks", "unknown task 'needle'", "niah_single"});
   expect_one_line_error(run_kvforge("eval" + model + " --tasks passkey --lengths 256,4096"),
                         {"--lengths", "4096", "context of 1024", "config.json"});
-  expect_one_line_error(run_kvforge("eval" + model + " --tasks passkey --lengths 256 --policy snapkv:budget=0.2,wndow=4"),
-                        {"--policy", "wndow", "budget, window, kernel"});
+  expect_one_line_error(
+      run_kvforge("eval" + model + " --tasks passkey --lengths 256 --policy snapkv:budget=0.2,wndow=4"),
+      {"--policy", "wndow", "budget, window, kernel"});
   expect_one_line_error(run_kvforge("eval" + model + " --tasks passkey --lengths 256 --policy lru"),
                         {"unknown policy 'lru'", "streaming"});
   testing::write_file(dir + "/bad.jsonl", "{\"text\": \"fine\"}\n{\"txt\": 1}\n");
-  expect_one_line_error(run_kvforge("eval" + model + " --perplexity " + dir + "/bad.jsonl"), {"bad.jsonl", "line 2", "text"});
+  expect_one_line_error(run_kvforge("eval" + model + " --perplexity " + dir + "/bad.jsonl"),
+                        {"bad.jsonl", "line 2", "text"});
   EXPECT_FALSE(std::filesystem::exists(dir + "/out"));
 }
 
@@ -151,6 +158,49 @@ TEST(Cli, EvalRefusesAnArtifactMadeForAnotherModel) {
   expect_one_line_error(run_kvforge("eval --model " + fixture("../../models/tiny-base") + " --device cpu --artifact " +
                                     dir + "/budgets.safetensors --tasks passkey --lengths 256"),
                         {"budgets.safetensors", "kvforge.model.layers", "made for another model", "6 here, 3 in"});
+}
+
+// train -> artifact -> eval: the recipe calibrates the tiny model, and eval reads the artifact's budgets.
+TEST(Cli, TrainPrefixKvThenEvaluateItsArtifact) {
+  const std::string dir = testing::make_temp_dir("train-prefixkv");
+  CommandRun train = run_kvforge("train " + fixture("../../recipes/prefixkv-tiny-cpu.yaml") +
+                                 " model=" + fixture("../../models/tiny-base") +
+                                 " calibration.samples=3 calibration.length=400 out=" + dir + "/pk");
+  ASSERT_EQ(train.exit_code, 0) << train.output;
+  for (const char* file : {"prefixkv.safetensors", "budgets.md", "samples.jsonl", "recipe.yaml"})
+    EXPECT_TRUE(std::filesystem::exists(dir + "/pk/" + file)) << file;
+  const Artifact artifact = read_artifact(dir + "/pk/prefixkv.safetensors");
+  EXPECT_EQ(artifact.method, "prefixkv");
+  EXPECT_EQ(artifact.metrics.at("calibration_samples"), 3);
+  EXPECT_EQ(artifact.tensors.at("retained_fraction").sizes(), (std::vector<int64_t>{3, 3}));
+
+  CommandRun eval =
+      run_kvforge("eval --model " + fixture("../../models/tiny-base") + " --device cpu --artifact " + dir +
+                  "/pk/prefixkv.safetensors:budget=0.3 --policy uniform:budget=0.3 --tasks passkey"
+                  " --lengths 256 --samples 2 --out " +
+                  dir + "/eval");
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  const nlohmann::json report = read_json_file(dir + "/eval/report.json");
+  EXPECT_EQ(report.at("policies"), nlohmann::json({"full", "uniform:budget=0.3", "prefixkv:budget=0.3"}));
+  for (const auto& cell : report.at("cells")) {
+    EXPECT_GT(cell.at("answer_perplexity").get<double>(), 1.0);
+    if (cell.at("policy") != "full") EXPECT_NEAR(cell.at("kv_ratio").get<double>(), 0.3, 0.06);
+  }
+
+  expect_one_line_error(run_kvforge("train model=" + fixture("../../models/tiny-base")), {"method", "recipe"});
+  expect_one_line_error(run_kvforge("train method=lizard"), {"method", "prefixkv", "'lizard'"});
+  expect_one_line_error(run_kvforge("train method=prefixkv device=cpu budgets=[0.3,1.5] out=" + dir +
+                                    "/bad model=" + fixture("../../models/tiny-base")),
+                        {"budgets", "(0, 1]", "1.5"});
+  expect_one_line_error(
+      run_kvforge("train method=prefixkv device=cpu calibration.length=100 model=" + fixture("../../models/tiny-base")),
+      {"calibration.length", "passkey", "minimum"});
+  expect_one_line_error(run_kvforge("train method=prefixkv device=cpu calibraton.samples=2"),
+                        {"calibraton.samples", "calibration.samples"});
+  EXPECT_FALSE(std::filesystem::exists(dir + "/bad/prefixkv.safetensors"));
+  expect_one_line_error(run_kvforge("eval --model " + fixture("../../models/tiny-base") + " --device cpu --artifact " +
+                                    dir + "/pk/prefixkv.safetensors:budget=0.4 --tasks passkey --lengths 256"),
+                        {"prefixkv.safetensors", "budget 0.4", "0.2, 0.3, 0.5"});
 }
 
 }  // namespace

@@ -9,11 +9,6 @@
 namespace kvforge::eval {
 namespace {
 
-LoadedModel& tiny_model() {
-  static LoadedModel model = load_model(testing::fixture("../../models/tiny-base"), at::kCPU, at::kFloat);
-  return model;
-}
-
 double forward_nll(Transformer& model, const std::vector<int64_t>& tokens) {
   torch::NoGradGuard no_grad;
   const int64_t count = static_cast<int64_t>(tokens.size());
@@ -25,7 +20,7 @@ double forward_nll(Transformer& model, const std::vector<int64_t>& tokens) {
 }
 
 TEST(Perplexity, FullCacheInChunksEqualsOneForwardPass) {
-  LoadedModel& loaded = tiny_model();
+  LoadedModel& loaded = testing::tiny_base_model();
   at::manual_seed(17);
   at::Tensor random = at::randint(0, 256, {150}, at::kLong);
   const std::vector<int64_t> tokens(random.data_ptr<int64_t>(), random.data_ptr<int64_t>() + 150);
@@ -47,8 +42,34 @@ TEST(Perplexity, FullCacheInChunksEqualsOneForwardPass) {
   EXPECT_LT(streamed.peak_cache_bytes * 4, whole.peak_cache_bytes);
 }
 
+// The answer perplexity under the full cache is the plain forward pass's over prompt + answer, counted on the
+// answer's tokens only; compressing the prompt hard makes the answer less likely.
+TEST(AnswerPerplexity, FullCacheEqualsAForwardPassOverPromptAndAnswer) {
+  LoadedModel& loaded = testing::tiny_base_model();
+  const EncodedSamples samples =
+      encode_samples(*loaded.tokenizer,
+                     draw_samples(*loaded.tokenizer, "passkey", 256, /*count=*/1, /*seed=*/5, /*arithmetic_steps=*/2));
+  const std::vector<int64_t>& prompt = samples.prompts[0];
+  const std::vector<int64_t>& answer = samples.targets[0];
+  std::vector<int64_t> joined = prompt;
+  joined.insert(joined.end(), answer.begin(), answer.end());
+  std::vector<int64_t> prompt_only(prompt.begin(), prompt.end());
+  // NLL of the answer tokens = NLL(prompt + answer) − NLL(prompt), both from one forward pass each.
+  const double expected = forward_nll(loaded.model, joined) - forward_nll(loaded.model, prompt_only);
+  const CellResult full = evaluate_cell(loaded.model, *loaded.tokenizer, loaded.eos_token_ids, samples, nullptr, 1,
+                                        /*answer_perplexity=*/true);
+  EXPECT_EQ(full.answer_tokens, static_cast<int64_t>(answer.size()));
+  EXPECT_NEAR(std::log(full.answer_perplexity) * static_cast<double>(answer.size()), expected, 1e-4);
+  const PolicySpec streaming = parse_policy("streaming:sink=2,window=8");
+  const CellResult squeezed = evaluate_cell(loaded.model, *loaded.tokenizer, loaded.eos_token_ids, samples, &streaming,
+                                            1, /*answer_perplexity=*/true);
+  EXPECT_GT(squeezed.answer_perplexity, 2 * full.answer_perplexity);
+  EXPECT_EQ(evaluate_cell(loaded.model, *loaded.tokenizer, loaded.eos_token_ids, samples, nullptr, 1).answer_perplexity,
+            -1);  // not measured unless asked
+}
+
 TEST(Harness, CellsShareSamplesAndMeasureHeldBytes) {
-  LoadedModel& loaded = tiny_model();
+  LoadedModel& loaded = testing::tiny_base_model();
   const EncodedSamples samples =
       encode_samples(*loaded.tokenizer,
                      draw_samples(*loaded.tokenizer, "passkey", 256, /*count=*/4, /*seed=*/42, /*arithmetic_steps=*/2));

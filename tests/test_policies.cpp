@@ -17,11 +17,6 @@ namespace {
 
 using testing::fixture;
 
-LoadedModel& tiny_model() {
-  static LoadedModel model = load_model(fixture("../../models/tiny-base"), at::kCPU, at::kFloat);
-  return model;
-}
-
 // Logits of a left-padded batch: the prompt in one prefill, then `steps` fed tokens (teacher forcing,
 // so every cache sees the same inputs). Returns [steps + 1, batch, vocab].
 at::Tensor cached_logits(Transformer& model, KVCache& cache, const at::Tensor& ids, const at::Tensor& positions,
@@ -53,7 +48,7 @@ Batch random_batch(int64_t seed, int64_t longest) {
 }
 
 std::unique_ptr<KVCache> cache_for(const std::string& spec, int64_t prompt_tokens, int64_t batch = 2) {
-  const ModelConfig& config = tiny_model().config;
+  const ModelConfig& config = testing::tiny_base_model().config;
   return make_cache(plan_cache(parse_policy(spec), config, prompt_tokens), config, batch, prompt_tokens + 8,
                     at::TensorOptions().dtype(at::kFloat));
 }
@@ -63,7 +58,7 @@ class FullBudgetIdentity : public ::testing::TestWithParam<std::string> {};
 // A window, budget or full-precision residual covering the whole sequence leaves nothing to drop, so the
 // logits equal the full cache's bit for bit at the prefill and at every decode step.
 TEST_P(FullBudgetIdentity, LogitsEqualTheFullCache) {
-  LoadedModel& loaded = tiny_model();
+  LoadedModel& loaded = testing::tiny_base_model();
   const Batch batch = random_batch(/*seed=*/21, /*longest=*/40);
   auto full = make_full_cache(loaded.model, 2, 48);
   at::Tensor expected = cached_logits(loaded.model, *full, batch.ids, batch.positions, batch.fed);
@@ -77,7 +72,9 @@ TEST_P(FullBudgetIdentity, LogitsEqualTheFullCache) {
 INSTANTIATE_TEST_SUITE_P(Policies, FullBudgetIdentity,
                          ::testing::Values("full", "streaming:window=64", "snapkv:budget=64", "snapkv:budget=1",
                                            "pyramidkv:budget=1000", "h2o:budget=64", "kivi:bits=2,residual=64",
-                                           "kivi:bits=4,residual=46"),
+                                           "kivi:bits=4,residual=46", "uniform:budget=1",
+                                           "uniform:budget=1,window=8,kernel=3",
+                                           "uniform:budget=1,per_head=1,window=0"),
                          [](const auto& info) {
                            std::string name = info.param;
                            for (char& c : name)
@@ -87,7 +84,7 @@ INSTANTIATE_TEST_SUITE_P(Policies, FullBudgetIdentity,
 
 // The same tokens through an explicitly full plan and through generate() with no factory: same output.
 TEST(FullBudgetIdentity, GenerateWithAFullBudgetPolicyMatchesFull) {
-  LoadedModel& loaded = tiny_model();
+  LoadedModel& loaded = testing::tiny_base_model();
   const std::vector<int64_t> prompt =
       loaded.tokenizer->encode("The pass key is 4417. What is the pass key? The pass key is");
   GenerationOptions options;
@@ -106,10 +103,11 @@ TEST(FullBudgetIdentity, GenerateWithAFullBudgetPolicyMatchesFull) {
 // is looser than bf16's own 1%).
 TEST(PoliciesOnCuda, MatchTheCpuUnderCompression) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (CI has none; run on the GPU machine)";
-  LoadedModel& cpu = tiny_model();
+  LoadedModel& cpu = testing::tiny_base_model();
   const Batch batch = random_batch(/*seed=*/31, /*longest=*/80);
   for (const std::string spec : {"streaming:budget=0.25", "snapkv:budget=0.25", "pyramidkv:budget=0.3",
-                                 "h2o:budget=0.3", "kivi:bits=2,residual=16", "kivi:bits=4,residual=16"}) {
+                                 "h2o:budget=0.3", "kivi:bits=2,residual=16", "kivi:bits=4,residual=16",
+                                 "uniform:budget=0.3", "uniform:budget=0.3,window=0,per_head=1"}) {
     auto cpu_cache = cache_for(spec, 80);
     at::Tensor expected = cached_logits(cpu.model, *cpu_cache, batch.ids, batch.positions, batch.fed);
     for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
@@ -120,7 +118,7 @@ TEST(PoliciesOnCuda, MatchTheCpuUnderCompression) {
       at::Tensor got = cached_logits(gpu.model, *cache, batch.ids.cuda(), batch.positions.cuda(), batch.fed.cuda())
                            .to(at::kCPU, at::kFloat);
       const double error = ((got - expected).abs().max() / expected.abs().max()).item<double>();
-      EXPECT_LE(error, dtype == at::kFloat ? 1e-4 : 0.1) << spec << " " << at::toString(dtype);
+      EXPECT_LE(error, dtype == at::kFloat ? 1e-4 : 0.15) << spec << " " << at::toString(dtype);
     }
   }
 }
@@ -133,7 +131,7 @@ std::set<int64_t> held_positions(const SelectiveKVCache& cache, int64_t layer, i
 }
 
 TEST(StreamingPolicy, KeepsSinkAndRecentWindowOnly) {
-  LoadedModel& loaded = tiny_model();
+  LoadedModel& loaded = testing::tiny_base_model();
   const Batch batch = random_batch(/*seed=*/5, /*longest=*/60);
   auto cache = cache_for("streaming:sink=4,window=12", 60);
   cached_logits(loaded.model, *cache, batch.ids, batch.positions, batch.fed);
@@ -157,7 +155,7 @@ TEST(StreamingPolicy, KeepsSinkAndRecentWindowOnly) {
 // A streaming prefill sees what streaming decode sees: the prompt's last logits equal those of the same
 // tokens fed one at a time through the same policy.
 TEST(StreamingPolicy, PrefillMatchesTokenByTokenDecode) {
-  LoadedModel& loaded = tiny_model();
+  LoadedModel& loaded = testing::tiny_base_model();
   torch::NoGradGuard no_grad;
   at::manual_seed(8);
   at::Tensor ids = at::randint(0, 256, {1, 30}, at::kLong);
@@ -235,7 +233,7 @@ TEST(H2OPolicy, HeavyHitterSurvivesAndBudgetHolds) {
 }
 
 TEST(PyramidKVPolicy, BudgetsFallOverLayersAndAverageTheBudget) {
-  ModelConfig config = tiny_model().config;
+  ModelConfig config = testing::tiny_base_model().config;
   config.num_layers = 8;
   const CachePlan plan = plan_cache(parse_policy("pyramidkv:budget=0.25,window=8"), config, 400);
   ASSERT_EQ(plan.layers.size(), 8u);
@@ -271,7 +269,7 @@ TEST(KiviQuantization, PackingRoundTripsAndErrorStaysWithinHalfAStep) {
 }
 
 TEST(KiviPolicy, RecentWindowStaysFullPrecisionAndBytesMatchTheLayout) {
-  LoadedModel& loaded = tiny_model();
+  LoadedModel& loaded = testing::tiny_base_model();
   const ModelConfig& config = loaded.config;
   const Batch batch = random_batch(/*seed=*/13, /*longest=*/100);
   auto cache = cache_for("kivi:bits=2,group=32,residual=16", 100);
@@ -305,7 +303,7 @@ TEST(PolicySpecs, ParseWithDefaultsAndRejectBadInputClearly) {
   EXPECT_INPUT_ERROR(parse_policy("snapkv:kernel=4"), "odd");
   EXPECT_INPUT_ERROR(parse_policy("streaming:budget=abc"), "expected a number", "abc");
   EXPECT_INPUT_ERROR(parse_policy("streaming:budget=12.5"), "whole");
-  EXPECT_INPUT_ERROR(plan_cache(parse_policy("kivi:group=12"), tiny_model().config, 100), "group",
+  EXPECT_INPUT_ERROR(plan_cache(parse_policy("kivi:group=12"), testing::tiny_base_model().config, 100), "group",
                      "divisor of head_dim 32");
 }
 

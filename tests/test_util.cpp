@@ -1,17 +1,19 @@
 #include "tests/test_util.h"
 
-#include "runtime/file_system.h"
-
-#include <atomic>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <array>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "runtime/file_system.h"
+#include "runtime/model_loader.h"
 
 namespace kvforge::testing {
 
@@ -23,6 +25,11 @@ std::string fixture(const std::string& relative) {
 std::string kvforge_binary() {
   const char* binary = std::getenv("KVFORGE_BINARY");
   return binary != nullptr ? binary : KVFORGE_BINARY;
+}
+
+LoadedModel& tiny_base_model() {
+  static LoadedModel model = load_model(fixture("../../models/tiny-base"), at::kCPU, at::kFloat);
+  return model;
 }
 
 std::string make_temp_dir(const std::string& tag) {

@@ -6,12 +6,19 @@
 
 #include "runtime/input_error.h"
 
+namespace kvforge {
+struct LoadedModel;
+}
+
 namespace kvforge::testing {
 
 // Fixtures and the kvforge binary are found where the build put them, or where the environment
 // variables KVFORGE_FIXTURES / KVFORGE_BINARY say (when the tests run on another machine).
 std::string fixture(const std::string& relative);
 std::string kvforge_binary();
+
+// The committed tiny base model (models/tiny-base) on the CPU in fp32, loaded once per test binary.
+LoadedModel& tiny_base_model();
 
 // A fresh directory under the system temp dir, removed by the caller when it matters.
 std::string make_temp_dir(const std::string& tag);
@@ -29,16 +36,16 @@ struct CommandResult {
 CommandResult run_command(const std::string& command_line);
 
 // Runs `statement`, expects an InputError whose message contains every fragment.
-#define EXPECT_INPUT_ERROR(statement, ...)                                               \
-  do {                                                                                   \
-    try {                                                                                \
-      statement;                                                                         \
-      ADD_FAILURE() << "expected InputError from " #statement;                          \
-    } catch (const kvforge::InputError& error) {                                        \
-      for (const char* fragment : {__VA_ARGS__})                                         \
-        EXPECT_NE(std::string(error.what()).find(fragment), std::string::npos)           \
-            << "message '" << error.what() << "' lacks '" << fragment << "'";            \
-    }                                                                                    \
+#define EXPECT_INPUT_ERROR(statement, ...)                                     \
+  do {                                                                         \
+    try {                                                                      \
+      statement;                                                               \
+      ADD_FAILURE() << "expected InputError from " #statement;                 \
+    } catch (const kvforge::InputError& error) {                               \
+      for (const char* fragment : {__VA_ARGS__})                               \
+        EXPECT_NE(std::string(error.what()).find(fragment), std::string::npos) \
+            << "message '" << error.what() << "' lacks '" << fragment << "'";  \
+    }                                                                          \
   } while (0)
 
 }  // namespace kvforge::testing

@@ -1,0 +1,67 @@
+// kvforge train RECIPE: one entry point for the method trainers, chosen by the recipe's `method` key.
+#include <yaml-cpp/yaml.h>
+
+#include <functional>
+#include <map>
+
+#include "cli/commands.h"
+#include "cli/recipe.h"
+#include "cli/train_prefixkv.h"
+#include "runtime/input_error.h"
+
+namespace kvforge {
+namespace {
+
+struct Method {
+  std::function<std::vector<RecipeKey>()> schema;
+  std::function<void(const Recipe&)> run;
+};
+
+const std::map<std::string, Method>& methods() {
+  static const std::map<std::string, Method> table = {
+      {"prefixkv", {prefixkv_recipe_schema, run_prefixkv_recipe}},
+  };
+  return table;
+}
+
+// The method named by a `method=` override, else by the recipe file (the first positional argument).
+std::string requested_method(const std::vector<std::string>& arguments) {
+  for (const std::string& argument : arguments)
+    if (argument.rfind("method=", 0) == 0) return argument.substr(7);
+  if (arguments.empty() || arguments[0].find('=') != std::string::npos)
+    fail_input("command line", "method", "missing: pass a recipe file with `method:` or method=NAME");
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(arguments[0]);
+  } catch (const YAML::Exception& error) {
+    fail_input(arguments[0], "", std::string("cannot read the recipe: ") + error.what());
+  }
+  if (!root.IsMap() || !root["method"] || !root["method"].IsScalar())
+    fail_input(arguments[0], "method", "missing: the recipe must name its method (e.g. method: prefixkv)");
+  return root["method"].as<std::string>();
+}
+
+void run_train_command(const std::vector<std::string>& arguments) {
+  const std::string name = requested_method(arguments);
+  auto found = methods().find(name);
+  if (found == methods().end())
+    fail_input(arguments.empty() ? "command line" : arguments[0], "method",
+               "expected prefixkv (pretrain has its own command; rlkv, cskv, lizard and kvpred are not built yet), "
+               "got '" +
+                   name + "'");
+  Recipe recipe(found->second.schema());
+  recipe.apply_arguments(arguments);
+  found->second.run(recipe);
+}
+
+}  // namespace
+
+void add_train_command(CLI::App& app) {
+  auto arguments = std::make_shared<std::vector<std::string>>();
+  CLI::App* command =
+      app.add_subcommand("train", "Train or calibrate a method's artifact from a recipe (method: prefixkv)");
+  command->add_option("args", *arguments, "RECIPE.yaml [key=value ...]");
+  command->callback([arguments] { run_train_command(*arguments); });
+}
+
+}  // namespace kvforge
