@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "cli/recipe.h"
 #include "cli/train_prefixkv.h"
+#include "cli/train_rlkv.h"
 #include "runtime/input_error.h"
 
 namespace kvforge {
@@ -14,12 +15,13 @@ namespace {
 
 struct Method {
   std::function<std::vector<RecipeKey>()> schema;
-  std::function<void(const Recipe&)> run;
+  std::function<void(const Recipe&, bool resume)> run;
 };
 
 const std::map<std::string, Method>& methods() {
   static const std::map<std::string, Method> table = {
       {"prefixkv", {prefixkv_recipe_schema, run_prefixkv_recipe}},
+      {"rlkv", {rlkv_recipe_schema, run_rlkv_recipe}},
   };
   return table;
 }
@@ -41,27 +43,34 @@ std::string requested_method(const std::vector<std::string>& arguments) {
   return root["method"].as<std::string>();
 }
 
-void run_train_command(const std::vector<std::string>& arguments) {
+struct TrainArgs {
+  std::vector<std::string> positional;
+  bool resume = false;
+};
+
+void run_train_command(const TrainArgs& args) {
+  const std::vector<std::string>& arguments = args.positional;
   const std::string name = requested_method(arguments);
   auto found = methods().find(name);
   if (found == methods().end())
     fail_input(arguments.empty() ? "command line" : arguments[0], "method",
-               "expected prefixkv (pretrain has its own command; rlkv, cskv, lizard and kvpred are not built yet), "
+               "expected prefixkv or rlkv (pretrain has its own command; cskv, lizard and kvpred are not built yet), "
                "got '" +
                    name + "'");
   Recipe recipe(found->second.schema());
   recipe.apply_arguments(arguments);
-  found->second.run(recipe);
+  found->second.run(recipe, args.resume);
 }
 
 }  // namespace
 
 void add_train_command(CLI::App& app) {
-  auto arguments = std::make_shared<std::vector<std::string>>();
+  auto args = std::make_shared<TrainArgs>();
   CLI::App* command =
-      app.add_subcommand("train", "Train or calibrate a method's artifact from a recipe (method: prefixkv)");
-  command->add_option("args", *arguments, "RECIPE.yaml [key=value ...]");
-  command->callback([arguments] { run_train_command(*arguments); });
+      app.add_subcommand("train", "Train or calibrate a method's artifact from a recipe (method: prefixkv | rlkv)");
+  command->add_option("args", args->positional, "RECIPE.yaml [key=value ...]");
+  command->add_flag("--resume", args->resume, "continue from the newest checkpoint in `out`");
+  command->callback([args] { run_train_command(*args); });
 }
 
 }  // namespace kvforge

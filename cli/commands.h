@@ -6,6 +6,7 @@ namespace kvforge {
 
 void add_bench_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
+void add_export_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
 void add_pretrain_command(CLI::App& app);

@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   kvforge::add_bench_command(app);
   kvforge::add_eval_command(app);
+  kvforge::add_export_command(app);
   kvforge::add_generate_command(app);
   kvforge::add_inspect_command(app);
   kvforge::add_pretrain_command(app);

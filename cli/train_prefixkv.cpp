@@ -93,7 +93,7 @@ std::vector<RecipeKey> prefixkv_recipe_schema() {
   };
 }
 
-void run_prefixkv_recipe(const Recipe& recipe) {
+void run_prefixkv_recipe(const Recipe& recipe, bool) {
   const at::Device device = parse_device(recipe.get_string("device"), "device");
   const at::ScalarType dtype = parse_model_dtype(recipe.get_string("dtype"), device, "dtype");
   if (recipe.get_int("threads") > 0) at::set_num_threads(static_cast<int>(recipe.get_int("threads")));

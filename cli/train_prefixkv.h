@@ -8,6 +8,6 @@
 namespace kvforge {
 
 std::vector<RecipeKey> prefixkv_recipe_schema();
-void run_prefixkv_recipe(const Recipe& recipe);
+void run_prefixkv_recipe(const Recipe& recipe, bool resume);  // nothing to resume: calibration is seconds
 
 }  // namespace kvforge

@@ -13,6 +13,9 @@ std::unique_ptr<KVCache> make_cache(const CachePlan& plan, const ModelConfig& co
     case CacheLayout::kQuantized:
       return std::make_unique<QuantizedKVCache>(config.num_layers, batch, config.num_kv_heads, config.head_dim,
                                                 plan.quantization, options);
+    case CacheLayout::kMixedHeads:
+      return std::make_unique<MixedHeadKVCache>(plan.heads.streaming, plan.heads.sink_tokens, plan.heads.recent_tokens,
+                                                batch, config.head_dim, capacity, options);
   }
   return nullptr;
 }

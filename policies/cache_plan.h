@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "runtime/kv_cache.h"
+#include "runtime/mixed_head_kv_cache.h"
 #include "runtime/model_config.h"
 #include "runtime/quantized_kv_cache.h"
 #include "runtime/selective_kv_cache.h"
@@ -16,9 +17,16 @@
 namespace kvforge {
 
 enum class CacheLayout {
-  kFull,       // every token of every head
-  kSelective,  // a bounded token set per head: sink + recent + scored (streaming, SnapKV, PyramidKV, H2O)
-  kQuantized,  // 2/4-bit codes with a full-precision recent window (KIVI)
+  kFull,        // every token of every head
+  kSelective,   // a bounded token set per head: sink + recent + scored (streaming, SnapKV, PyramidKV, H2O)
+  kQuantized,   // 2/4-bit codes with a full-precision recent window (KIVI)
+  kMixedHeads,  // full and streaming (sink + recent) KV heads side by side (RLKV, DuoAttention)
+};
+
+struct MixedHeadsPlan {
+  std::vector<std::vector<bool>> streaming;  // [layer][kv_head]: true = sink + recent only
+  int64_t sink_tokens = 16;
+  int64_t recent_tokens = 64;
 };
 
 struct CachePlan {
@@ -26,6 +34,7 @@ struct CachePlan {
   CacheLayout layout = CacheLayout::kFull;
   std::vector<SelectiveLayerOptions> layers;  // kSelective: one per layer
   QuantizedCacheOptions quantization;         // kQuantized
+  MixedHeadsPlan heads;                       // kMixedHeads
 };
 
 // A cache for `batch` sequences of up to `capacity` tokens laid out as `plan` says.

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "policies/baselines.h"
+#include "policies/heads.h"
 #include "policies/prefixkv.h"
 #include "runtime/input_error.h"
 
@@ -43,6 +44,13 @@ const std::vector<Parameter> kPrefixKvParameters = {
     {"per_head", 0, 0, 1, true, "0: one token set per layer (the paper); 1: each KV head its own"},
     {"decode", 1, 0, 1, true, "1: keep the fraction while decoding (PrefixKV); 0: keep generated tokens (SnapKV)"},
     {"tail", 25, 0, kUnbounded, true, "decode: newest slots protected from the fixed-index eviction"},
+};
+
+// Head policies: the streaming heads' window at deployment (RLKV's 16 + 64; a learned artifact brings its own).
+const std::vector<Parameter> kHeadParameters = {
+    {"sparsity", 0.5, 0, 1, false, "share of KV heads that keep only sink + recent"},
+    {"sink", 16, 0, kUnbounded, true, "streaming heads: first tokens kept"},
+    {"recent", 64, 1, kUnbounded, true, "streaming heads: newest tokens kept"},
 };
 
 std::vector<Parameter> with_budget(const std::vector<Parameter>& parameters) {
@@ -91,6 +99,20 @@ const std::vector<PolicyEntry>& registry() {
        with_budget(kPrefixKvParameters), plan_uniform},
       {kPrefixKvMethod, "PrefixKV: per-layer budgets from a calibration artifact (--artifact FILE[:budget=B])",
        with_budget(kPrefixKvParameters), plan_prefixkv,
+       /*reads_artifact=*/true},
+      {"heads", "random streaming heads: over the model, or the same count per layer (per_layer=1)",
+       [] {
+         std::vector<Parameter> parameters = kHeadParameters;
+         parameters.push_back({"per_layer", 0, 0, 1, true, "1: the same number of streaming heads in every layer"});
+         parameters.push_back({"seed", 0, 0, kUnbounded, true, "which heads"});
+         return parameters;
+       }(),
+       plan_random_heads},
+      {kRlkvMethod, "RLKV: streaming heads by RL-learned gates (--artifact FILE[:sparsity=S])", kHeadParameters,
+       plan_learned_heads,
+       /*reads_artifact=*/true},
+      {kDuoMethod, "DuoAttention: streaming heads by distilled gates (--artifact FILE or full_attention_heads.tsv)",
+       kHeadParameters, plan_learned_heads,
        /*reads_artifact=*/true},
   };
   return entries;
@@ -142,10 +164,11 @@ std::string policy_catalogue() {
 
 namespace {
 
-// Fills spec.parameters from the entry's defaults and the "key=value,..." items of `items`.
+// Fills spec.parameters from the "key=value,..." items of `items_text`, and the entry's defaults for the keys
+// neither the items nor spec.parameters already hold.
 void parse_parameters(const PolicyEntry& entry, const std::string& items_text, const std::string& source,
                       const std::string& text, PolicySpec& spec) {
-  for (const Parameter& parameter : entry.parameters) spec.parameters[parameter.key] = parameter.default_value;
+  for (const Parameter& parameter : entry.parameters) spec.parameters.emplace(parameter.key, parameter.default_value);
   std::istringstream items(items_text);
   for (std::string item; std::getline(items, item, ',');) {
     const size_t equals = item.find('=');
@@ -203,24 +226,33 @@ std::vector<PolicySpec> policies_from_artifact(std::shared_ptr<const Artifact> a
   if (entry == nullptr || !entry->reads_artifact)
     fail_input(artifact->path, "__metadata__.kvforge.method",
                "no policy in this kvforge reads method '" + artifact->method +
-                   "'; learned policies built so far: prefixkv (rlkv, cskv, lizard and kvpred are not built yet)");
+                   "'; learned policies built so far: prefixkv, rlkv, duo (cskv, lizard and kvpred are not built yet)");
   PolicySpec spec;
   spec.name = entry->name;
   spec.artifact = artifact;
   const std::string source = "--artifact " + artifact->path;
+  // The deployment window a head artifact was exported with is its default; the selection still wins.
+  for (const char* key : {"sink", "recent"}) {
+    auto found = artifact->metrics.find(std::string("deploy_") + key);
+    if (found != artifact->metrics.end() && entry->name != kPrefixKvMethod) spec.parameters[key] = found->second;
+  }
   parse_parameters(*entry, selection, source, selection, spec);
-  // A PrefixKV artifact holds several budgets: without budget= each becomes its own policy.
-  std::vector<double> budgets{spec.parameters.at("budget")};
-  if (selection.find("budget=") == std::string::npos) budgets = prefixkv_budgets(*artifact);
+  // One policy per configuration the artifact stands for, unless the selection names one: a PrefixKV
+  // artifact's calibrated budgets, a head artifact's usual sparsities.
+  const bool prefixkv = entry->name == kPrefixKvMethod;
+  const std::string varied = prefixkv ? "budget" : "sparsity";
+  std::vector<double> values{spec.parameters.at(varied)};
+  if (selection.find(varied + "=") == std::string::npos)
+    values = prefixkv ? prefixkv_budgets(*artifact) : std::vector<double>{0.25, 0.5, 0.75};
   std::vector<PolicySpec> specs;
-  for (double budget : budgets) {
+  for (double value : values) {
     PolicySpec variant = spec;
-    variant.parameters["budget"] = budget;
-    prefixkv_layer_fractions(*artifact, budget);  // an absent budget fails here, naming the ones there are
-    variant.label = spec.name + ":budget=" + number_text(budget);
+    variant.parameters[varied] = value;
+    if (prefixkv) prefixkv_layer_fractions(*artifact, value);  // an absent budget fails here, naming the ones there are
+    variant.label = spec.name + ":" + varied + "=" + number_text(value);
     std::istringstream items(selection);
     for (std::string item; std::getline(items, item, ',');)
-      if (!item.empty() && item.rfind("budget=", 0) != 0) variant.label += "," + item;
+      if (!item.empty() && item.rfind(varied + "=", 0) != 0) variant.label += "," + item;
     specs.push_back(variant);
   }
   return specs;

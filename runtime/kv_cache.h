@@ -3,20 +3,24 @@
 // every slot (-1 = empty or padding), so masks follow positions rather than slot indices and
 // compressed layouts (streaming, selected tokens) can keep positions after eviction.
 #include <ATen/ATen.h>
+
 #include <memory>
 #include <vector>
 
 namespace kvforge {
 
 struct CachedKV {
-  at::Tensor keys;       // [batch, kv_heads, slots, head_dim]
-  at::Tensor values;     // [batch, kv_heads, slots, head_dim]
+  at::Tensor keys;    // [batch, kv_heads, slots, head_dim]
+  at::Tensor values;  // [batch, kv_heads, slots, head_dim]
   // [batch, slots] int64, or [batch, kv_heads, slots] when heads keep different tokens; -1 = no token
   at::Tensor positions;
   // Streaming attention (sink + recent window) when window_tokens > 0: a query sees keys at positions
   // below sink_tokens or within window_tokens of its own, so a streaming prefill equals streaming decode.
   int64_t sink_tokens = 0;
   int64_t window_tokens = 0;
+  // [kv_heads] bool, when defined: the sink + window rule applies to these heads only (mixed full and
+  // streaming heads in one layer, as RLKV and DuoAttention deploy them).
+  at::Tensor streaming_heads;
 };
 
 class KVCache {
@@ -51,7 +55,7 @@ class FullKVCache : public KVCache {
 
  private:
   struct Layer {
-    at::Tensor keys;       // [batch, kv_heads, capacity, head_dim]
+    at::Tensor keys;  // [batch, kv_heads, capacity, head_dim]
     at::Tensor values;
     at::Tensor positions;  // [batch, capacity]
     int64_t length = 0;

@@ -53,39 +53,56 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeAngles& rope, c
   at::Tensor v = v_proj->forward(x).view({batch, tokens, num_kv_heads, head_dim}).transpose(1, 2);
   q = apply_rope(q, rope);
   k = apply_rope(k, rope);
+  CachedKV kv = cache != nullptr ? cache->update(layer_index, k, v, positions) : CachedKV{k, v, positions};
   at::Tensor out;
   if (causal_prefix && cache == nullptr && sliding_window == 0 && x.is_cuda()) {
     out = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/true,
                                            /*scale=*/std::nullopt, /*enable_gqa=*/true);
   } else {
-    CachedKV kv = cache != nullptr ? cache->update(layer_index, k, v, positions) : CachedKV{k, v, positions};
-    // Decode (one query per sequence) over a cache: every held slot precedes the query, so the kernel
-    // needs only slot validity plus at most one window (the cache's streaming one or the model's).
-    const bool one_window = sliding_window == 0 || kv.window_tokens == 0;
-    if (tokens == 1 && one_window && kernels::decode_attention_supported(q, kv.keys, kv.values, kv.positions)) {
-      kernels::DecodeMaskWindow window;
-      window.window = kv.window_tokens > 0 ? kv.window_tokens : sliding_window;
-      window.sink = kv.window_tokens > 0 ? kv.sink_tokens : 0;
-      if (window.window > 0) window.query_positions = positions.select(1, 0);
-      out = kernels::decode_attention(q, kv.keys, kv.values, kv.positions,
-                                      1.0 / std::sqrt(static_cast<double>(head_dim)), window);
-    } else {
-      at::Tensor mask = attention_mask(positions, kv.positions, sliding_window, kv.sink_tokens, kv.window_tokens);
-      out = grouped_attention(q, kv.keys, kv.values, mask);
-    }
-    if (cache != nullptr) cache->after_attention(layer_index, q, positions);
+    out = attend(q, kv, positions);
   }
+  if (head_mixing != nullptr) {
+    if (head_mixing->recording) {
+      head_mixing->recorded.at(layer_index) = out.detach();
+    } else {
+      CachedKV streaming = kv;  // the same keys and values, seen through the sink + recent window
+      streaming.sink_tokens = head_mixing->sink_tokens;
+      streaming.window_tokens = head_mixing->recent_tokens;
+      streaming.streaming_heads = at::Tensor();
+      out = head_mixing->mix(layer_index, out, attend(q, streaming, positions));
+    }
+  }
+  if (cache != nullptr) cache->after_attention(layer_index, q, positions);
   return o_proj->forward(out.transpose(1, 2).reshape({batch, tokens, num_heads * head_dim}));
 }
 
 MlpImpl::MlpImpl(const ModelConfig& config, const at::TensorOptions& options) {
-  gate_proj = register_module("gate_proj", Linear(config.hidden_size, config.intermediate_size, config.mlp_bias, options));
+  gate_proj =
+      register_module("gate_proj", Linear(config.hidden_size, config.intermediate_size, config.mlp_bias, options));
   up_proj = register_module("up_proj", Linear(config.hidden_size, config.intermediate_size, config.mlp_bias, options));
-  down_proj = register_module("down_proj", Linear(config.intermediate_size, config.hidden_size, config.mlp_bias, options));
+  down_proj =
+      register_module("down_proj", Linear(config.intermediate_size, config.hidden_size, config.mlp_bias, options));
 }
 
 at::Tensor MlpImpl::forward(const at::Tensor& x) {
   return down_proj->forward(at::silu(gate_proj->forward(x)) * up_proj->forward(x));
+}
+
+at::Tensor AttentionImpl::attend(const at::Tensor& q, const CachedKV& kv, const at::Tensor& positions) const {
+  // Decode (one query per sequence) over a cache: every held slot precedes the query, so the kernel
+  // needs only slot validity plus at most one window (the cache's streaming one or the model's).
+  const bool one_window = (sliding_window == 0 || kv.window_tokens == 0) && !kv.streaming_heads.defined();
+  if (q.size(2) == 1 && one_window && kernels::decode_attention_supported(q, kv.keys, kv.values, kv.positions)) {
+    kernels::DecodeMaskWindow window;
+    window.window = kv.window_tokens > 0 ? kv.window_tokens : sliding_window;
+    window.sink = kv.window_tokens > 0 ? kv.sink_tokens : 0;
+    if (window.window > 0) window.query_positions = positions.select(1, 0);
+    return kernels::decode_attention(q, kv.keys, kv.values, kv.positions,
+                                     1.0 / std::sqrt(static_cast<double>(head_dim)), window);
+  }
+  at::Tensor mask =
+      attention_mask(positions, kv.positions, sliding_window, kv.sink_tokens, kv.window_tokens, kv.streaming_heads);
+  return grouped_attention(q, kv.keys, kv.values, mask);
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& config, int64_t layer_index, const at::TensorOptions& options) {
@@ -120,24 +137,39 @@ const at::Tensor& TransformerImpl::output_weight() const {
   return lm_head ? lm_head->weight : model->embed_tokens->weight;
 }
 
-at::Tensor TransformerImpl::forward(const at::Tensor& input_ids, const at::Tensor& positions, KVCache* cache,
-                                    bool last_only, bool causal_prefix) {
+at::Tensor TransformerImpl::hidden_states(const at::Tensor& input_ids, const at::Tensor& positions, KVCache* cache,
+                                          bool causal_prefix) {
   at::Tensor h = model->embed_tokens->forward(input_ids);
   const RopeAngles rope = rope_angles(inv_freq, positions, h.scalar_type());
-  for (const auto& layer : *model->layers) h = layer->as<DecoderLayer>()->forward(h, rope, positions, cache, causal_prefix);
-  h = model->norm->forward(h);
+  for (const auto& layer : *model->layers)
+    h = layer->as<DecoderLayer>()->forward(h, rope, positions, cache, causal_prefix);
+  return model->norm->forward(h);
+}
+
+at::Tensor TransformerImpl::forward(const at::Tensor& input_ids, const at::Tensor& positions, KVCache* cache,
+                                    bool last_only, bool causal_prefix) {
+  at::Tensor h = hidden_states(input_ids, positions, cache, causal_prefix);
   if (last_only) h = h.narrow(1, h.size(1) - 1, 1);
   return at::linear(h, output_weight());
 }
 
+void TransformerImpl::set_head_mixing(HeadMixing* mixing) {
+  for (const auto& layer : *model->layers) layer->as<DecoderLayer>()->self_attn->head_mixing = mixing;
+  if (mixing != nullptr && mixing->recording) mixing->recorded.assign(config.num_layers, at::Tensor());
+}
+
 at::Tensor attention_mask(const at::Tensor& query_positions, const at::Tensor& key_positions, int64_t sliding_window,
-                          int64_t sink_tokens, int64_t window_tokens) {
+                          int64_t sink_tokens, int64_t window_tokens, const at::Tensor& streaming_heads) {
   // query: [batch, 1, queries, 1]; key: [batch, 1 or kv_heads, 1, keys]
   at::Tensor query = query_positions.unsqueeze(1).unsqueeze(3);
   at::Tensor key = (key_positions.dim() == 2 ? key_positions.unsqueeze(1) : key_positions).unsqueeze(2);
   at::Tensor visible = (key >= 0) & (key <= query);
   if (sliding_window > 0) visible = visible & (query - key < sliding_window);
-  if (window_tokens > 0) visible = visible & ((query - key < window_tokens) | (key < sink_tokens));
+  if (window_tokens > 0) {
+    at::Tensor in_window = (query - key < window_tokens) | (key < sink_tokens);
+    if (streaming_heads.defined()) in_window = in_window | streaming_heads.logical_not().view({1, -1, 1, 1});
+    visible = visible & in_window;
+  }
   return visible | visible.logical_not().all(-1, /*keepdim=*/true);
 }
 

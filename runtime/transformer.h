@@ -6,6 +6,7 @@
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/pimpl.h>
 
+#include "runtime/head_mixing.h"
 #include "runtime/kv_cache.h"
 #include "runtime/model_config.h"
 #include "runtime/rope.h"
@@ -47,6 +48,11 @@ struct AttentionImpl : torch::nn::Module {
 
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   int64_t layer_index, num_heads, num_kv_heads, head_dim, sliding_window;
+  HeadMixing* head_mixing = nullptr;  // not owned; see TransformerImpl::set_head_mixing
+
+ private:
+  // Attention of q over what a step sees: the decode kernel where it applies, else the masked path.
+  at::Tensor attend(const at::Tensor& q, const CachedKV& kv, const at::Tensor& positions) const;
 };
 TORCH_MODULE(Attention);
 
@@ -86,7 +92,12 @@ struct TransformerImpl : torch::nn::Module {
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& positions, KVCache* cache = nullptr,
                      bool last_only = false, bool causal_prefix = false);
 
+  // The final-norm hidden states [batch, tokens, hidden] (what forward projects to logits).
+  at::Tensor hidden_states(const at::Tensor& input_ids, const at::Tensor& positions, KVCache* cache = nullptr,
+                           bool causal_prefix = false);
   const at::Tensor& output_weight() const;  // lm_head, or the embedding when tied
+  // Mixed-head attention in every layer while `mixing` is set (nullptr detaches it); not owned.
+  void set_head_mixing(HeadMixing* mixing);
 
   ModelConfig config;
   DecoderStack model{nullptr};
@@ -98,10 +109,11 @@ TORCH_MODULE(Transformer);
 // Boolean attention mask [batch, 1 or kv_heads, queries, keys] from query positions [batch, queries] and
 // key positions [batch, keys] (or [batch, kv_heads, keys]): a key is visible iff it holds a token at or
 // before the query's position, within `sliding_window` of it when > 0, and, when window_tokens > 0,
-// within window_tokens of it or below sink_tokens. Rows with no visible key (padding queries) see every
-// key, so their throwaway outputs stay finite.
+// within window_tokens of it or below sink_tokens (only for the KV heads `streaming_heads` marks, when
+// given: [kv_heads] bool). Rows with no visible key (padding queries) see every key, so their throwaway
+// outputs stay finite.
 at::Tensor attention_mask(const at::Tensor& query_positions, const at::Tensor& key_positions, int64_t sliding_window,
-                          int64_t sink_tokens = 0, int64_t window_tokens = 0);
+                          int64_t sink_tokens = 0, int64_t window_tokens = 0, const at::Tensor& streaming_heads = {});
 
 // Softmax attention with grouped KV heads, never repeating K/V across a query group.
 // q: [batch, heads, queries, head_dim]; k, v: [batch, kv_heads, keys, head_dim]; mask as above.

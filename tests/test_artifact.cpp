@@ -69,7 +69,9 @@ TEST(Artifact, RefusesOtherModelsAndBadMetadata) {
   save_tensors(dir + "/future.safetensors", {{"x", tensor}}, future);
   EXPECT_INPUT_ERROR(read_artifact(dir + "/future.safetensors"), "reads version 1", "version 7");
   // A valid artifact of a method no policy reads yet is refused by name.
-  EXPECT_INPUT_ERROR(policies_from_artifact(std::make_shared<const Artifact>(artifact)), "kvforge.method", "'rlkv'");
+  Artifact unread = artifact;
+  unread.method = "cskv";
+  EXPECT_INPUT_ERROR(policies_from_artifact(std::make_shared<const Artifact>(unread)), "kvforge.method", "'cskv'");
 }
 
 }  // namespace

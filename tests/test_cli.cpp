@@ -203,5 +203,60 @@ TEST(Cli, TrainPrefixKvThenEvaluateItsArtifact) {
                         {"prefixkv.safetensors", "budget 0.4", "0.2, 0.3, 0.5"});
 }
 
+// RLKV end to end on the tiny model: train (and resume to the same gates), export the TSV, evaluate the artifact
+// and the TSV; bad input is one line.
+TEST(Cli, TrainRlkvResumeExportAndEvaluate) {
+  const std::string dir = testing::make_temp_dir("train-rlkv");
+  const std::string base = "train " + fixture("../../recipes/tiny-rlkv.yaml") +
+                           " model=" + fixture("../../models/tiny-base") +
+                           " rl.prompts=2 rl.group_size=2 rl.max_new_tokens=8 gates.train_recent=16";
+  CommandRun straight = run_kvforge(base + " train.steps=3 out=" + dir + "/straight");
+  ASSERT_EQ(straight.exit_code, 0) << straight.output;
+  for (const char* file : {"rlkv.safetensors", "full_attention_heads.tsv", "gates.md", "metrics.jsonl", "recipe.yaml"})
+    EXPECT_TRUE(std::filesystem::exists(dir + "/straight/" + file)) << file;
+  ASSERT_EQ(run_kvforge(base + " train.steps=2 out=" + dir + "/resumed").exit_code, 0);
+  CommandRun resumed = run_kvforge(base + " train.steps=3 out=" + dir + "/resumed --resume");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  const Artifact a = read_artifact(dir + "/straight/rlkv.safetensors");
+  const Artifact b = read_artifact(dir + "/resumed/rlkv.safetensors");
+  EXPECT_EQ(a.method, "rlkv");
+  EXPECT_EQ(a.tensors.at("gates").sizes(), (std::vector<int64_t>{3, 2}));
+  EXPECT_TRUE(at::equal(a.tensors.at("gates"), b.tensors.at("gates")));
+  EXPECT_EQ(a.metrics.at("deploy_sink"), 16);
+  EXPECT_EQ(a.metrics.at("train_recent"), 16);
+
+  CommandRun exported =
+      run_kvforge("export " + dir + "/straight/rlkv.safetensors --format duo-tsv --out " + dir + "/heads.tsv");
+  ASSERT_EQ(exported.exit_code, 0) << exported.output;
+  CommandRun eval = run_kvforge("eval --model " + fixture("../../models/tiny-base") + " --device cpu --artifact " +
+                                dir + "/straight/rlkv.safetensors:sparsity=0.5 --artifact " + dir +
+                                "/heads.tsv:sparsity=0.5 --policy heads:sparsity=0.5 --tasks passkey --lengths 256"
+                                " --samples 2 --out " +
+                                dir + "/eval");
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  const nlohmann::json report = read_json_file(dir + "/eval/report.json");
+  EXPECT_EQ(report.at("policies"),
+            nlohmann::json({"full", "heads:sparsity=0.5", "rlkv:sparsity=0.5", "duo:sparsity=0.5"}));
+  for (const auto& cell : report.at("cells"))
+    if (cell.at("policy") != "full") EXPECT_LT(cell.at("kv_ratio").get<double>(), 0.8) << cell.at("policy");
+
+  expect_one_line_error(run_kvforge(base + " objective=ppo out=" + dir + "/bad"), {"objective", "grpo or distill"});
+  expect_one_line_error(run_kvforge(base + " data.task=needle out=" + dir + "/bad"), {"needle"});
+  EXPECT_FALSE(std::filesystem::exists(dir + "/bad/rlkv.safetensors"));
+  testing::write_file(dir + "/short.tsv", "1\t1\n");
+  expect_one_line_error(run_kvforge("eval --model " + fixture("../../models/tiny-base") + " --device cpu --artifact " +
+                                    dir + "/short.tsv --tasks passkey --lengths 256"),
+                        {"short.tsv", "rows", "3"});
+  Artifact wrong;
+  wrong.method = "prefixkv";
+  wrong.model = a.model;
+  wrong.tensors["budgets"] = at::ones({1}, at::kDouble);
+  write_artifact(dir + "/budgets.safetensors", wrong);
+  expect_one_line_error(run_kvforge("export " + dir + "/budgets.safetensors --format duo-tsv"),
+                        {"rlkv or duo", "prefixkv"});
+  expect_one_line_error(run_kvforge("export " + dir + "/straight/rlkv.safetensors --format csv"),
+                        {"--format", "duo-tsv"});
+}
+
 }  // namespace
 }  // namespace kvforge

@@ -1,0 +1,77 @@
+#include "trainers/rlkv/problems.h"
+
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <regex>
+
+#include "eval/harness.h"
+#include "runtime/input_error.h"
+
+namespace kvforge::rlkv {
+
+ProblemSource synthetic_problems(const Tokenizer& tokenizer, const std::string& task, int64_t prompt_tokens,
+                                 int64_t arithmetic_steps, uint64_t seed) {
+  return [&tokenizer, task, prompt_tokens, arithmetic_steps, seed](int64_t step, int64_t micro_batch, int64_t count) {
+    const uint64_t draw_seed = seed + 1000003ULL * static_cast<uint64_t>(step) + static_cast<uint64_t>(micro_batch);
+    std::vector<Problem> problems;
+    for (tasks::Sample& sample :
+         eval::draw_samples(tokenizer, task, prompt_tokens, count, draw_seed, arithmetic_steps)) {
+      auto shared = std::make_shared<tasks::Sample>(std::move(sample));
+      problems.push_back({shared->prompt, [shared](const std::string& text) { return tasks::score(*shared, text); }});
+    }
+    return problems;
+  };
+}
+
+std::string extract_answer(const std::string& completion, const std::string& pattern) {
+  const std::regex expression(pattern);
+  std::string found;
+  for (auto it = std::sregex_iterator(completion.begin(), completion.end(), expression); it != std::sregex_iterator();
+       ++it)
+    found = it->size() > 1 ? (*it)[1].str() : (*it)[0].str();
+  return found;
+}
+
+ProblemSource jsonl_problems(const std::string& path, const std::string& answer_pattern, uint64_t seed) {
+  try {
+    std::regex check(answer_pattern);
+  } catch (const std::regex_error& error) {
+    fail_input("recipe", "data.answer_pattern", "not a valid regular expression: " + std::string(error.what()));
+  }
+  std::ifstream file(path);
+  if (!file) fail_input(path, "file", "cannot be read");
+  auto records = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
+  int64_t line_number = 0;
+  for (std::string line; std::getline(file, line);) {
+    ++line_number;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json record;
+    try {
+      record = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& error) {
+      fail_input(path, "line " + std::to_string(line_number), std::string("expected a JSON object: ") + error.what());
+    }
+    if (!record.is_object() || !record.contains("prompt") || !record["prompt"].is_string() ||
+        !record.contains("answer") || !(record["answer"].is_string() || record["answer"].is_number()))
+      fail_input(path, "line " + std::to_string(line_number), "expected {\"prompt\": string, \"answer\": string}");
+    const nlohmann::json& answer = record["answer"];
+    records->emplace_back(record["prompt"].get<std::string>(),
+                          answer.is_string() ? answer.get<std::string>() : answer.dump());
+  }
+  if (records->empty()) fail_input(path, "file", "holds no problems");
+  return [records, answer_pattern, seed](int64_t step, int64_t micro_batch, int64_t count) {
+    std::mt19937_64 rng(seed + 1000003ULL * static_cast<uint64_t>(step) + static_cast<uint64_t>(micro_batch));
+    std::vector<Problem> problems;
+    for (int64_t i = 0; i < count; ++i) {
+      const auto& [prompt, answer] = (*records)[rng() % records->size()];
+      problems.push_back({prompt, [answer, answer_pattern](const std::string& text) {
+                            return extract_answer(text, answer_pattern) == answer ? 1.0 : 0.0;
+                          }});
+    }
+    return problems;
+  };
+}
+
+}  // namespace kvforge::rlkv
