@@ -240,6 +240,15 @@ std::vector<PolicySpec> policies_from_artifact(std::shared_ptr<const Artifact> a
   // One policy per configuration the artifact stands for, unless the selection names one: a PrefixKV
   // artifact's calibrated budgets, a head artifact's usual sparsities.
   const bool prefixkv = entry->name == kPrefixKvMethod;
+  if (!prefixkv) {
+    auto gates = artifact->tensors.find("gates");
+    const ModelFingerprint& model = artifact->model;
+    if (gates == artifact->tensors.end() || gates->second.dim() != 2 || gates->second.size(0) != model.num_layers ||
+        gates->second.size(1) != model.num_kv_heads)
+      fail_input(artifact->path, "gates",
+                 "expected a [layers, kv_heads] = [" + std::to_string(model.num_layers) + ", " +
+                     std::to_string(model.num_kv_heads) + "] tensor");
+  }
   const std::string varied = prefixkv ? "budget" : "sparsity";
   std::vector<double> values{spec.parameters.at(varied)};
   if (selection.find(varied + "=") == std::string::npos)

@@ -50,6 +50,10 @@ CachedKV MixedHeadKVCache::update(int64_t layer_index, const at::Tensor& keys, c
                               positions);
     if (!any_streaming) return full;  // every head full: exactly the full cache
   }
+  // Decoding one token: the newest query sees the sinks and its recent−1 predecessors only, so dropping the
+  // rest first leaves every held slot visible and the step needs no window (the decode kernel then applies).
+  const bool decode_step = keys.size(2) == 1;
+  if (decode_step) keep_window(layer, recent_tokens_ - 1);
   layer.keys = at::cat({layer.keys, keys.index_select(1, layer.streaming_heads)}, 2);
   layer.values = at::cat({layer.values, values.index_select(1, layer.streaming_heads)}, 2);
   layer.positions = at::cat({layer.positions, positions}, 1);
@@ -68,21 +72,26 @@ CachedKV MixedHeadKVCache::update(int64_t layer_index, const at::Tensor& keys, c
   };
   if (layer.full) place(layer.full_heads, full.keys, full.values, full.positions);
   place(layer.streaming_heads, layer.keys, layer.values, layer.positions);
-  kv.sink_tokens = sink_tokens_;
-  kv.window_tokens = recent_tokens_;
-  kv.streaming_heads = layer.streaming_mask;
+  if (!decode_step) {  // a prompt chunk: each query needs its own window
+    kv.sink_tokens = sink_tokens_;
+    kv.window_tokens = recent_tokens_;
+    kv.streaming_heads = layer.streaming_mask;
+  }
   return kv;
 }
 
 void MixedHeadKVCache::after_attention(int64_t layer_index, const at::Tensor&, const at::Tensor&) {
-  Layer& layer = layers_.at(layer_index);
+  keep_window(layers_.at(layer_index), recent_tokens_);
+}
+
+void MixedHeadKVCache::keep_window(Layer& layer, int64_t recent) const {
   const int64_t slots = layer.positions.size(1);
-  if (layer.streaming_heads.numel() == 0 || slots <= sink_tokens_ + recent_tokens_) return;
+  if (layer.streaming_heads.numel() == 0 || slots <= sink_tokens_ + recent) return;
   // Keep, per sequence, the sink positions and the `recent` newest; sequences that keep fewer slots (short
   // or padded ones) are filled up with empty slots so the batch shares one slot count.
   const at::Tensor& positions = layer.positions;
   at::Tensor newest = std::get<0>(positions.max(1, /*keepdim=*/true));
-  at::Tensor keep = (positions >= 0) & ((positions < sink_tokens_) | (positions > newest - recent_tokens_));
+  at::Tensor keep = (positions >= 0) & ((positions < sink_tokens_) | (positions > newest - recent));
   const int64_t kept = keep.sum(1).max().item<int64_t>();
   at::Tensor slot = at::arange(slots, positions.options());
   at::Tensor order = std::get<1>(at::where(keep, slot, slot + slots).sort(1));  // kept slots first, in order

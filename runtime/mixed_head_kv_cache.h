@@ -6,8 +6,8 @@
 // equals token-by-token decoding (DuoAttention's one-shot HF prefill instead gives them the whole prompt).
 //
 // The two stores are separate allocations (bytes() is what they hold); attention reads them through one
-// per-head view with empty slots at position -1, assembled each step (the decode kernel does not read
-// per-head lengths yet).
+// per-head view with empty slots at position -1, assembled each step. A decode step trims the streaming
+// heads before attending, so every slot it shows is visible and the decode kernel reads the view directly.
 #include <ATen/ATen.h>
 
 #include <memory>
@@ -39,6 +39,9 @@ class MixedHeadKVCache : public KVCache {
     at::Tensor keys, values;                 // streaming heads: [batch, streaming, slots, head_dim]
     at::Tensor positions;                    // [batch, slots], -1 = empty
   };
+  // Drops a streaming store down to the sink positions and the `recent` newest, per sequence.
+  void keep_window(Layer& layer, int64_t recent) const;
+
   std::vector<Layer> layers_;
   int64_t sink_tokens_, recent_tokens_, kv_heads_;
 };

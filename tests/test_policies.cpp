@@ -105,9 +105,10 @@ TEST(PoliciesOnCuda, MatchTheCpuUnderCompression) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (CI has none; run on the GPU machine)";
   LoadedModel& cpu = testing::tiny_base_model();
   const Batch batch = random_batch(/*seed=*/31, /*longest=*/80);
-  for (const std::string spec : {"streaming:budget=0.25", "snapkv:budget=0.25", "pyramidkv:budget=0.3",
-                                 "h2o:budget=0.3", "kivi:bits=2,residual=16", "kivi:bits=4,residual=16",
-                                 "uniform:budget=0.3", "uniform:budget=0.3,window=0,per_head=1"}) {
+  for (const std::string spec :
+       {"streaming:budget=0.25", "snapkv:budget=0.25", "pyramidkv:budget=0.3", "h2o:budget=0.3",
+        "kivi:bits=2,residual=16", "kivi:bits=4,residual=16", "uniform:budget=0.3",
+        "uniform:budget=0.3,window=0,per_head=1", "heads:sparsity=0.5,sink=2,recent=6"}) {
     auto cpu_cache = cache_for(spec, 80);
     at::Tensor expected = cached_logits(cpu.model, *cpu_cache, batch.ids, batch.positions, batch.fed);
     for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {

@@ -172,6 +172,9 @@ TEST(HeadPolicies, RandomAndPerLayerSplitsAndArtifactsPlanMixedHeads) {
   EXPECT_EQ(plan_cache(policies_from_artifact(shared, "sparsity=0.5,recent=40")[0], config, 100).heads.recent_tokens,
             40);
   EXPECT_INPUT_ERROR(parse_policy("rlkv:sparsity=0.5"), "--artifact");
+  Artifact misshapen = artifact;
+  misshapen.tensors["gates"] = at::ones({2, 2});
+  EXPECT_INPUT_ERROR(policies_from_artifact(std::make_shared<const Artifact>(misshapen)), "gates", "[3, 2]");
 }
 
 TEST(GatesTsv, RoundTripsAndRejectsTheWrongShape) {
