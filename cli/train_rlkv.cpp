@@ -14,7 +14,6 @@
 
 #include "checkpoints/artifact.h"
 #include "cli/device_choice.h"
-#include "eval/harness.h"
 #include "policies/heads.h"
 #include "runtime/file_system.h"
 #include "runtime/input_error.h"
@@ -141,20 +140,20 @@ void run_rlkv_recipe(const Recipe& recipe, bool resume) {
     objective = std::move(made);
   } else {
     rlkv::DistillConfig config;
-    config.tasks = recipe.get_string_list("distill.tasks");
-    if (config.tasks.empty()) fail_input("recipe", "distill.tasks", "expected at least one task");
-    config.prompt_tokens = recipe.get_int("data.prompt_tokens");
+    config.data.tasks = recipe.get_string_list("distill.tasks");
+    config.data.min_tokens = config.data.max_tokens = recipe.get_int("data.prompt_tokens");
+    config.data.loss_on_prompt = false;
+    config.data.seed = seed;
     config.batch_size = recipe.get_int("distill.batch_size");
     config.l1 = recipe.get_double("distill.l1");
-    config.seed = seed;
-    for (const std::string& task : config.tasks) {
-      try {
-        eval::draw_samples(*loaded.tokenizer, task, config.prompt_tokens, 1, seed, 2);
-      } catch (const std::invalid_argument& error) {
-        fail_input("recipe", "distill.tasks", error.what());
-      }
-    }
-    objective = std::make_unique<rlkv::DistillObjective>(loaded.model, *loaded.tokenizer, gates, config);
+    const std::vector<std::string>& known = tasks::task_names();
+    if (config.data.tasks.empty()) fail_input("recipe", "distill.tasks", "expected at least one task");
+    for (const std::string& task : config.data.tasks)
+      if (std::find(known.begin(), known.end(), task) == known.end())
+        fail_input("recipe", "distill.tasks", "unknown task '" + task + "'");
+    if (loaded.eos_token_ids.empty()) fail_input(loaded.dir, "eos_token_id", "missing; answers end with it");
+    objective = std::make_unique<rlkv::DistillObjective>(loaded.model, *loaded.tokenizer, loaded.eos_token_ids[0],
+                                                         gates, config);
   }
 
   LoopConfig loop;

@@ -227,12 +227,13 @@ TEST(RlkvObjectives, GrpoAndDistillProduceGateGradients) {
   loaded.model->set_head_mixing(nullptr);
 
   rlkv::DistillConfig distill_config;
-  distill_config.tasks = {"passkey"};
-  distill_config.prompt_tokens = 300;
+  distill_config.data.tasks = {"passkey"};
+  distill_config.data.min_tokens = distill_config.data.max_tokens = 300;
+  distill_config.data.loss_on_prompt = false;
   distill_config.batch_size = 2;
   distill_config.l1 = 0.0;
   rlkv::HeadGates open(loaded.config, 4, 16, at::kCPU);
-  rlkv::DistillObjective distill(loaded.model, *loaded.tokenizer, open, distill_config);
+  rlkv::DistillObjective distill(loaded.model, *loaded.tokenizer, loaded.eos_token_ids[0], open, distill_config);
   EXPECT_NEAR(distill.micro_batch_loss(0, 0).loss.item<double>(), 0.0, 1e-10);  // α = 1: the teacher itself
   {
     torch::NoGradGuard no_grad;

@@ -9,21 +9,22 @@
 #include "runtime/tokenizer.h"
 #include "runtime/transformer.h"
 #include "trainers/rlkv/head_gates.h"
+#include "trainers/task_batches.h"
 #include "trainers/training_loop.h"
 
 namespace kvforge::rlkv {
 
 struct DistillConfig {
-  std::vector<std::string> tasks{"niah_multikey", "passkey"};  // retrieval data with answers to supervise
-  int64_t prompt_tokens = 1024;
+  TaskMixture data;  // retrieval tasks whose answers are supervised (loss_on_prompt false)
   int64_t batch_size = 4;
   double l1 = 0.05;  // DuoAttention's weight on mean|α|
-  uint64_t seed = 0;
 };
 
 class DistillObjective : public TrainingObjective {
  public:
-  DistillObjective(Transformer model, const Tokenizer& tokenizer, HeadGates& gates, DistillConfig config);
+  // `eos_id` ends every answer (and pads the batch; padding never carries a label).
+  DistillObjective(Transformer model, const Tokenizer& tokenizer, int64_t eos_id, HeadGates& gates,
+                   DistillConfig config);
 
   std::vector<at::Tensor> trainable_parameters() override { return {gates_.values}; }
   std::vector<std::pair<std::string, at::Tensor>> checkpoint_tensors() override { return {{"gates", gates_.values}}; }
@@ -33,6 +34,7 @@ class DistillObjective : public TrainingObjective {
  private:
   Transformer model_;
   const Tokenizer& tokenizer_;
+  int64_t eos_id_;
   HeadGates& gates_;
   DistillConfig config_;
 };

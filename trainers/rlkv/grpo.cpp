@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "runtime/generate.h"
+#include "trainers/task_batches.h"
 
 namespace kvforge::rlkv {
 
@@ -51,7 +52,8 @@ MicroBatchLoss GrpoObjective::micro_batch_loss(int64_t step, int64_t micro_batch
   GenerationOptions generation;
   generation.max_new_tokens = config_.max_new_tokens;
   generation.sampling.temperature = config_.temperature;
-  generation.sampling.seed = config_.seed + 7919ULL * static_cast<uint64_t>(step) + static_cast<uint64_t>(micro_batch);
+  generation.sampling.seed =
+      mix_seed({config_.seed, static_cast<uint64_t>(step), static_cast<uint64_t>(micro_batch), /*rollouts=*/1});
   generation.eos_token_ids = eos_token_ids_;
   const auto started = std::chrono::steady_clock::now();
   const GenerationResult rollouts = generate(model_, prompts, generation, &tokenizer_);

@@ -8,13 +8,14 @@
 
 #include "eval/harness.h"
 #include "runtime/input_error.h"
+#include "trainers/task_batches.h"
 
 namespace kvforge::rlkv {
 
 ProblemSource synthetic_problems(const Tokenizer& tokenizer, const std::string& task, int64_t prompt_tokens,
                                  int64_t arithmetic_steps, uint64_t seed) {
   return [&tokenizer, task, prompt_tokens, arithmetic_steps, seed](int64_t step, int64_t micro_batch, int64_t count) {
-    const uint64_t draw_seed = seed + 1000003ULL * static_cast<uint64_t>(step) + static_cast<uint64_t>(micro_batch);
+    const uint64_t draw_seed = mix_seed({seed, static_cast<uint64_t>(step), static_cast<uint64_t>(micro_batch)});
     std::vector<Problem> problems;
     for (tasks::Sample& sample :
          eval::draw_samples(tokenizer, task, prompt_tokens, count, draw_seed, arithmetic_steps)) {
@@ -62,7 +63,7 @@ ProblemSource jsonl_problems(const std::string& path, const std::string& answer_
   }
   if (records->empty()) fail_input(path, "file", "holds no problems");
   return [records, answer_pattern, seed](int64_t step, int64_t micro_batch, int64_t count) {
-    std::mt19937_64 rng(seed + 1000003ULL * static_cast<uint64_t>(step) + static_cast<uint64_t>(micro_batch));
+    std::mt19937_64 rng(mix_seed({seed, static_cast<uint64_t>(step), static_cast<uint64_t>(micro_batch)}));
     std::vector<Problem> problems;
     for (int64_t i = 0; i < count; ++i) {
       const auto& [prompt, answer] = (*records)[rng() % records->size()];
