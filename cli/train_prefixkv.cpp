@@ -9,6 +9,7 @@
 
 #include "cli/device_choice.h"
 #include "eval/harness.h"
+#include "eval/report.h"
 #include "runtime/file_system.h"
 #include "runtime/input_error.h"
 #include "runtime/model_loader.h"
@@ -56,20 +57,23 @@ std::vector<std::vector<int64_t>> calibration_prompts(const Recipe& recipe, cons
   return prompts;
 }
 
-std::string budgets_table(const prefixkv::Calibration& calibration) {
+std::string fixed3(double value) {
   std::ostringstream out;
-  out << std::fixed << std::setprecision(3) << "| layer |";
-  for (double budget : calibration.budgets) out << " " << budget << " |";
-  out << "\n|---:|";
-  for (size_t k = 0; k < calibration.budgets.size(); ++k) out << "---:|";
-  out << "\n";
-  for (size_t layer = 0; layer < calibration.retained.front().size(); ++layer) {
-    out << "| " << layer << " |";
-    for (size_t k = 0; k < calibration.budgets.size(); ++k)
-      out << " " << calibration.retained[k][layer] << " ± " << calibration.retained_spread[k][layer] << " |";
-    out << "\n";
-  }
+  out << std::fixed << std::setprecision(3) << value;
   return out.str();
+}
+
+std::string budgets_table(const prefixkv::Calibration& calibration) {
+  std::vector<std::string> header{"layer"};
+  for (double budget : calibration.budgets) header.push_back(fixed3(budget));
+  std::vector<std::vector<std::string>> rows;
+  for (size_t layer = 0; layer < calibration.retained.front().size(); ++layer) {
+    std::vector<std::string> row{std::to_string(layer)};
+    for (size_t k = 0; k < calibration.budgets.size(); ++k)
+      row.push_back(fixed3(calibration.retained[k][layer]) + " ± " + fixed3(calibration.retained_spread[k][layer]));
+    rows.push_back(row);
+  }
+  return eval::markdown_table(header, rows, std::vector<bool>(header.size(), true));
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 
 #include "checkpoints/artifact.h"
 #include "cli/device_choice.h"
+#include "eval/report.h"
 #include "policies/heads.h"
 #include "runtime/file_system.h"
 #include "runtime/input_error.h"
@@ -34,18 +35,19 @@ std::pair<double, double> curve_ends(const std::vector<double>& curve, double sh
 }
 
 std::string gates_table(const at::Tensor& gates) {
-  std::ostringstream out;
-  out << std::fixed << std::setprecision(3) << "| layer |";
-  for (int64_t head = 0; head < gates.size(1); ++head) out << " head " << head << " |";
-  out << "\n|---:|";
-  for (int64_t head = 0; head < gates.size(1); ++head) out << "---:|";
-  out << "\n";
+  std::vector<std::string> header{"layer"};
+  for (int64_t head = 0; head < gates.size(1); ++head) header.push_back("head " + std::to_string(head));
+  std::vector<std::vector<std::string>> rows;
   for (int64_t layer = 0; layer < gates.size(0); ++layer) {
-    out << "| " << layer << " |";
-    for (int64_t head = 0; head < gates.size(1); ++head) out << " " << gates[layer][head].item<double>() << " |";
-    out << "\n";
+    std::vector<std::string> row{std::to_string(layer)};
+    for (int64_t head = 0; head < gates.size(1); ++head) {
+      std::ostringstream value;
+      value << std::fixed << std::setprecision(3) << gates[layer][head].item<double>();
+      row.push_back(value.str());
+    }
+    rows.push_back(row);
   }
-  return out.str();
+  return eval::markdown_table(header, rows, std::vector<bool>(header.size(), true));
 }
 
 }  // namespace

@@ -45,28 +45,6 @@ size_t display_width(const std::string& text) {
   return width;
 }
 
-// A markdown table padded so its columns also line up as plain text; numeric columns right-aligned.
-std::string table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows,
-                  const std::vector<bool>& right) {
-  std::vector<size_t> widths(header.size(), 3);
-  for (size_t i = 0; i < header.size(); ++i) widths[i] = std::max(widths[i], display_width(header[i]));
-  for (const auto& row : rows)
-    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], display_width(row[i]));
-  auto render = [&](const std::vector<std::string>& row) {
-    std::string out = "|";
-    for (size_t i = 0; i < row.size(); ++i) {
-      const std::string pad(widths[i] - display_width(row[i]), ' ');
-      out += " " + (right[i] ? pad + row[i] : row[i] + pad) + " |";
-    }
-    return out + "\n";
-  };
-  std::string out = render(header) + "|";
-  for (size_t i = 0; i < header.size(); ++i) out += std::string(widths[i] + 1, '-') + (right[i] ? ":|" : "-|");
-  out += "\n";
-  for (const auto& row : rows) out += render(row);
-  return out;
-}
-
 const CellResult* find_cell(const EvalReport& report, const std::string& policy, const std::string& task,
                             int64_t length) {
   for (const CellResult& cell : report.cells)
@@ -101,7 +79,7 @@ std::string task_table(const EvalReport& report, const std::string& task) {
   }
   std::vector<bool> right(header.size(), true);
   right[0] = false;
-  return caption + "\n\n" + table(header, rows, right);
+  return caption + "\n\n" + markdown_table(header, rows, right);
 }
 
 // Teacher-forced perplexity of the ideal completions, one column per task and length; empty when not measured.
@@ -128,7 +106,7 @@ std::string answer_perplexity_table(const EvalReport& report) {
   right[0] = false;
   return "### answer perplexity" + std::string(kDot) +
          "teacher-forced on the ideal completions after the policy compressed the prompt (lower is better)\n\n" +
-         table(header, rows, right);
+         markdown_table(header, rows, right);
 }
 
 std::string speed_table(const EvalReport& report) {
@@ -158,7 +136,8 @@ std::string speed_table(const EvalReport& report) {
                               std::to_string(cells_per_policy) + " cells (n=" + n +
                               " prompts each); peak = max over cells";
   return caption + "\n\n" +
-         table({"policy", "KV kept", "TTFT ms", "decode tok/s", "peak MiB"}, rows, {false, true, true, true, true});
+         markdown_table({"policy", "KV kept", "TTFT ms", "decode tok/s", "peak MiB"}, rows,
+                        {false, true, true, true, true});
 }
 
 std::string perplexity_table(const EvalReport& report) {
@@ -166,8 +145,8 @@ std::string perplexity_table(const EvalReport& report) {
   for (const PerplexityResult& p : report.perplexity)
     rows.push_back({md_cell(p.policy), md_cell(p.file), std::to_string(p.documents), std::to_string(p.tokens),
                     fixed(p.perplexity, 3), percent(p.kv_ratio)});
-  return "### perplexity\n\n" + table({"policy", "file", "docs", "tokens", "perplexity", "KV kept"}, rows,
-                                      {false, false, true, true, true, true});
+  return "### perplexity\n\n" + markdown_table({"policy", "file", "docs", "tokens", "perplexity", "KV kept"}, rows,
+                                               {false, false, true, true, true, true});
 }
 
 std::string sanitize_file_name(const std::string& label) {
@@ -178,6 +157,27 @@ std::string sanitize_file_name(const std::string& label) {
 }
 
 }  // namespace
+
+std::string markdown_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows,
+                           const std::vector<bool>& right) {
+  std::vector<size_t> widths(header.size(), 3);
+  for (size_t i = 0; i < header.size(); ++i) widths[i] = std::max(widths[i], display_width(header[i]));
+  for (const auto& row : rows)
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], display_width(row[i]));
+  auto render = [&](const std::vector<std::string>& row) {
+    std::string out = "|";
+    for (size_t i = 0; i < row.size(); ++i) {
+      const std::string pad(widths[i] - display_width(row[i]), ' ');
+      out += " " + (right[i] ? pad + row[i] : row[i] + pad) + " |";
+    }
+    return out + "\n";
+  };
+  std::string out = render(header) + "|";
+  for (size_t i = 0; i < header.size(); ++i) out += std::string(widths[i] + 1, '-') + (right[i] ? ":|" : "-|");
+  out += "\n";
+  for (const auto& row : rows) out += render(row);
+  return out;
+}
 
 std::string report_json(const EvalReport& report) {
   Json cells = Json::array();

@@ -56,6 +56,10 @@ struct EvalReport {
   double wall_seconds = 0;
 };
 
+// A markdown table padded so its columns also line up as plain text; `right[i]` right-aligns column i.
+std::string markdown_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows,
+                           const std::vector<bool>& right);
+
 std::string report_json(const EvalReport& report);
 std::string report_markdown(const EvalReport& report);
 // Mean accuracy over tasks and lengths (x: mean KV ratio, y: mean accuracy), one line per policy family

@@ -37,6 +37,22 @@ TEST(RlkvAdvantages, NormalisedPerGroupOrOverTheBatch) {
   EXPECT_NEAR(batch[4], (1 - 0.625) / std::sqrt(0.625 * 0.375), 1e-12);
 }
 
+TEST(RlkvProblems, JsonlRewardsTheExtractedAnswer) {
+  const std::string dir = testing::make_temp_dir("problems");
+  testing::write_file(dir + "/p.jsonl",
+                      "{\"prompt\": \"2+2?\", \"answer\": \"4\"}\n{\"prompt\": \"3+3?\", \"answer\": 6}\n");
+  const rlkv::ProblemSource source = rlkv::jsonl_problems(dir + "/p.jsonl", "Answer:\\s*(-?[0-9]+)", 1);
+  for (const rlkv::Problem& problem : source(0, 0, 8)) {
+    const std::string right = problem.prompt == "2+2?" ? "4" : "6";
+    EXPECT_EQ(problem.reward("so Answer: 5\nno, Answer: " + right), 1.0);  // the last match counts
+    EXPECT_EQ(problem.reward("Answer: " + right + "\nAnswer: 5"), 0.0);
+    EXPECT_EQ(problem.reward("no answer"), 0.0);
+  }
+  EXPECT_INPUT_ERROR(rlkv::jsonl_problems(dir + "/p.jsonl", "Answer:(", 1), "data.answer_pattern");
+  testing::write_file(dir + "/bad.jsonl", "{\"prompt\": \"x\"}\n");
+  EXPECT_INPUT_ERROR(rlkv::jsonl_problems(dir + "/bad.jsonl", "(.*)", 1), "bad.jsonl", "line 1", "answer");
+}
+
 TEST(HeadSparsity, CountsKvHeadsAndPicksTheLowestGates) {
   at::manual_seed(3);
   const at::Tensor gates = at::rand({28, 4}, at::kFloat) * 1.2 - 0.1;  // 112 gates, some outside [0, 1]

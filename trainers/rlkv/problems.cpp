@@ -26,18 +26,19 @@ ProblemSource synthetic_problems(const Tokenizer& tokenizer, const std::string& 
   };
 }
 
-std::string extract_answer(const std::string& completion, const std::string& pattern) {
-  const std::regex expression(pattern);
+std::string extract_answer(const std::string& completion, const std::regex& pattern) {
   std::string found;
-  for (auto it = std::sregex_iterator(completion.begin(), completion.end(), expression); it != std::sregex_iterator();
+  for (auto it = std::sregex_iterator(completion.begin(), completion.end(), pattern); it != std::sregex_iterator();
        ++it)
     found = it->size() > 1 ? (*it)[1].str() : (*it)[0].str();
   return found;
 }
 
 ProblemSource jsonl_problems(const std::string& path, const std::string& answer_pattern, uint64_t seed) {
+  // Compiled once: every rollout's reward uses it.
+  std::shared_ptr<const std::regex> pattern;
   try {
-    std::regex check(answer_pattern);
+    pattern = std::make_shared<const std::regex>(answer_pattern);
   } catch (const std::regex_error& error) {
     fail_input("recipe", "data.answer_pattern", "not a valid regular expression: " + std::string(error.what()));
   }
@@ -62,13 +63,13 @@ ProblemSource jsonl_problems(const std::string& path, const std::string& answer_
                           answer.is_string() ? answer.get<std::string>() : answer.dump());
   }
   if (records->empty()) fail_input(path, "file", "holds no problems");
-  return [records, answer_pattern, seed](int64_t step, int64_t micro_batch, int64_t count) {
+  return [records, pattern, seed](int64_t step, int64_t micro_batch, int64_t count) {
     std::mt19937_64 rng(mix_seed({seed, static_cast<uint64_t>(step), static_cast<uint64_t>(micro_batch)}));
     std::vector<Problem> problems;
     for (int64_t i = 0; i < count; ++i) {
       const auto& [prompt, answer] = (*records)[rng() % records->size()];
-      problems.push_back({prompt, [answer, answer_pattern](const std::string& text) {
-                            return extract_answer(text, answer_pattern) == answer ? 1.0 : 0.0;
+      problems.push_back({prompt, [answer, pattern](const std::string& text) {
+                            return extract_answer(text, *pattern) == answer ? 1.0 : 0.0;
                           }});
     }
     return problems;

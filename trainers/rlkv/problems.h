@@ -3,6 +3,7 @@
 // exact final answer), or a JSONL file of {"prompt", "answer"} with an answer extractor (a regular expression
 // whose first group is compared with the answer).
 #include <functional>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,6 @@ ProblemSource synthetic_problems(const Tokenizer& tokenizer, const std::string& 
 ProblemSource jsonl_problems(const std::string& path, const std::string& answer_pattern, uint64_t seed);
 
 // The first group of `pattern` in `completion` (the last match), or "" when none.
-std::string extract_answer(const std::string& completion, const std::string& pattern);
+std::string extract_answer(const std::string& completion, const std::regex& pattern);
 
 }  // namespace kvforge::rlkv
