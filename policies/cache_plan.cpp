@@ -1,5 +1,7 @@
 #include "policies/cache_plan.h"
 
+#include "runtime/rope.h"
+
 namespace kvforge {
 
 std::unique_ptr<KVCache> make_cache(const CachePlan& plan, const ModelConfig& config, int64_t batch, int64_t capacity,
@@ -16,6 +18,10 @@ std::unique_ptr<KVCache> make_cache(const CachePlan& plan, const ModelConfig& co
     case CacheLayout::kMixedHeads:
       return std::make_unique<MixedHeadKVCache>(plan.heads.streaming, plan.heads.sink_tokens, plan.heads.recent_tokens,
                                                 batch, config.head_dim, capacity, options);
+    case CacheLayout::kLowRank:
+      return std::make_unique<LowRankKVCache>(plan.low_rank.factors, plan.low_rank.options, batch,
+                                              config.num_kv_heads, config.head_dim,
+                                              rope_inverse_frequencies(config.rope, config.head_dim), options);
   }
   return nullptr;
 }

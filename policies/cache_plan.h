@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "runtime/kv_cache.h"
+#include "runtime/low_rank_kv_cache.h"
 #include "runtime/mixed_head_kv_cache.h"
 #include "runtime/model_config.h"
 #include "runtime/quantized_kv_cache.h"
@@ -21,6 +22,7 @@ enum class CacheLayout {
   kSelective,   // a bounded token set per head: sink + recent + scored (streaming, SnapKV, PyramidKV, H2O)
   kQuantized,   // 2/4-bit codes with a full-precision recent window (KIVI)
   kMixedHeads,  // full and streaming (sink + recent) KV heads side by side (RLKV, DuoAttention)
+  kLowRank,     // pre-RoPE low-rank latents beside an exact recent window (CSKV)
 };
 
 struct MixedHeadsPlan {
@@ -29,12 +31,18 @@ struct MixedHeadsPlan {
   int64_t recent_tokens = 64;
 };
 
+struct LowRankPlan {
+  std::shared_ptr<const LowRankFactors> factors;
+  LowRankCacheOptions options;
+};
+
 struct CachePlan {
   std::string policy;  // the label of the policy that made it
   CacheLayout layout = CacheLayout::kFull;
   std::vector<SelectiveLayerOptions> layers;  // kSelective: one per layer
   QuantizedCacheOptions quantization;         // kQuantized
   MixedHeadsPlan heads;                       // kMixedHeads
+  LowRankPlan low_rank;                       // kLowRank
 };
 
 // A cache for `batch` sequences of up to `capacity` tokens laid out as `plan` says.

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "policies/baselines.h"
+#include "policies/cskv.h"
 #include "policies/heads.h"
 #include "policies/prefixkv.h"
 #include "runtime/input_error.h"
@@ -113,6 +114,13 @@ const std::vector<PolicyEntry>& registry() {
        /*reads_artifact=*/true},
       {kDuoMethod, "DuoAttention: streaming heads by distilled gates (--artifact FILE or full_attention_heads.tsv)",
        kHeadParameters, plan_learned_heads,
+       /*reads_artifact=*/true},
+      {kCskvMethod,
+       "CSKV: low-rank K/V latents beside an exact recent window (--artifact FILE[:bits=B,window=W])",
+       {{"window", 32, 0, kUnbounded, true, "newest tokens kept exact (default: the artifact's)"},
+        {"group", 32, 1, 4096, true, "key quantization group in tokens (default: the artifact's)"},
+        {"bits", 16, 2, 16, true, "latent storage: 16, or 8/4/2-bit packed codes (default: the artifact's)"}},
+       plan_cskv,
        /*reads_artifact=*/true},
   };
   return entries;
@@ -226,7 +234,7 @@ std::vector<PolicySpec> policies_from_artifact(std::shared_ptr<const Artifact> a
   if (entry == nullptr || !entry->reads_artifact)
     fail_input(artifact->path, "__metadata__.kvforge.method",
                "no policy in this kvforge reads method '" + artifact->method +
-                   "'; learned policies built so far: prefixkv, rlkv, duo (cskv, lizard and kvpred are not built yet)");
+                   "'; learned policies built so far: prefixkv, rlkv, duo, cskv (lizard and kvpred are not built yet)");
   PolicySpec spec;
   spec.name = entry->name;
   spec.artifact = artifact;
@@ -235,6 +243,24 @@ std::vector<PolicySpec> policies_from_artifact(std::shared_ptr<const Artifact> a
   for (const char* key : {"sink", "recent"}) {
     auto found = artifact->metrics.find(std::string("deploy_") + key);
     if (found != artifact->metrics.end() && entry->name != kPrefixKvMethod) spec.parameters[key] = found->second;
+  }
+  if (entry->name == kCskvMethod) {
+    // One configuration: the factors as trained, at the window, group and bits they were trained for unless the
+    // selection overrides them (e.g. bits=4 on factors trained without quantization: post-training quantization).
+    for (const char* key : {"window", "group", "bits"}) {
+      auto found = artifact->metrics.find(key);
+      if (found != artifact->metrics.end()) spec.parameters[key] = found->second;
+    }
+    parse_parameters(*entry, selection, source, selection, spec);
+    if (spec.parameters.at("bits") != 16 && spec.parameters.at("bits") != 8 && spec.parameters.at("bits") != 4 &&
+        spec.parameters.at("bits") != 2)
+      fail_input(source, selection, "bits: expected 2, 4, 8 or 16");
+    cskv_factors(artifact);  // a malformed artifact fails here, naming the tensor
+    spec.label = std::string(kCskvMethod) + " (" +
+                 cskv_description(*artifact, static_cast<int64_t>(spec.parameters.at("bits")),
+                                  static_cast<int64_t>(spec.parameters.at("group"))) +
+                 ")" + (selection.empty() ? "" : ":" + selection);
+    return {spec};
   }
   parse_parameters(*entry, selection, source, selection, spec);
   // One policy per configuration the artifact stands for, unless the selection names one: a PrefixKV

@@ -47,6 +47,7 @@ AttentionImpl::AttentionImpl(const ModelConfig& config, int64_t layer_index, con
 at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeAngles& rope, const at::Tensor& positions,
                                   KVCache* cache, bool causal_prefix) {
   const int64_t batch = x.size(0), tokens = x.size(1);
+  if (cache != nullptr) cache->attention_input(layer_index, x);
   // q: [batch, heads, tokens, head_dim]; k, v: [batch, kv_heads, tokens, head_dim]
   at::Tensor q = q_proj->forward(x).view({batch, tokens, num_heads, head_dim}).transpose(1, 2);
   at::Tensor k = k_proj->forward(x).view({batch, tokens, num_kv_heads, head_dim}).transpose(1, 2);

@@ -258,5 +258,43 @@ TEST(Cli, TrainRlkvResumeExportAndEvaluate) {
                         {"--format", "duo-tsv"});
 }
 
+TEST(Cli, TrainCskvResumeAndEvaluate) {
+  const std::string dir = testing::make_temp_dir("train-cskv");
+  const std::string base = "train " + fixture("../../recipes/cskv-tiny-cpu.yaml") +
+                           " model=" + fixture("../../models/tiny-base") +
+                           " data.min_tokens=128 data.max_tokens=160 train.batch_size=2 calibration.batches=2"
+                           " eval.batches=2 quant.bits=4 ranks.kv_ratio=0.15";
+  CommandRun straight = run_kvforge(base + " train.steps=4 out=" + dir + "/straight");
+  ASSERT_EQ(straight.exit_code, 0) << straight.output;
+  for (const char* file : {"cskv.safetensors", "cskv-init.safetensors", "errors.md", "metrics.jsonl", "recipe.yaml"})
+    EXPECT_TRUE(std::filesystem::exists(dir + "/straight/" + file)) << file;
+  ASSERT_EQ(run_kvforge(base + " train.steps=2 out=" + dir + "/resumed").exit_code, 0);
+  CommandRun resumed = run_kvforge(base + " train.steps=4 out=" + dir + "/resumed --resume");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  const Artifact a = read_artifact(dir + "/straight/cskv.safetensors");
+  const Artifact b = read_artifact(dir + "/resumed/cskv.safetensors");
+  EXPECT_EQ(a.method, "cskv");
+  EXPECT_EQ(a.metrics.at("bits"), 4);
+  EXPECT_EQ(a.tensors.at("ranks")[0][0].item<int64_t>(), 24);  // 4-bit codes + scales within 15%: 12 of 32 per head
+  for (const auto& [name, tensor] : a.tensors) EXPECT_TRUE(at::allclose(tensor, b.tensors.at(name))) << name;
+
+  CommandRun eval = run_kvforge(
+      "eval --model " + fixture("../../models/tiny-base") + " --device cpu --artifact " + dir +
+      "/straight/cskv.safetensors --artifact " + dir +
+      "/straight/cskv-init.safetensors:bits=16 --tasks passkey --lengths 256 --samples 2 --out " + dir + "/eval");
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  const nlohmann::json report = read_json_file(dir + "/eval/report.json");
+  ASSERT_EQ(report.at("policies").size(), 3u) << report.at("policies");
+  EXPECT_EQ(report.at("policies")[1], "cskv (asvd+train, 14% KV, 4-bit)");
+  EXPECT_EQ(report.at("policies")[2], "cskv (asvd, 38% KV):bits=16");
+  for (const auto& cell : report.at("cells"))
+    if (cell.at("policy") != "full") EXPECT_LT(cell.at("kv_ratio").get<double>(), 0.6) << cell.at("policy");
+
+  expect_one_line_error(run_kvforge(base + " init=pca out=" + dir + "/bad"), {"init", "svd, asvd or whiten"});
+  expect_one_line_error(run_kvforge(base + " quant.bits=3 out=" + dir + "/bad"), {"quant.bits", "3"});
+  expect_one_line_error(run_kvforge(base + " ranks.kv_ratio=0.001 out=" + dir + "/bad"), {"ranks.kv_ratio", "4 bits"});
+  EXPECT_FALSE(std::filesystem::exists(dir + "/bad/cskv.safetensors"));
+}
+
 }  // namespace
 }  // namespace kvforge

@@ -1,0 +1,241 @@
+#include "cli/train_cskv.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "checkpoints/artifact.h"
+#include "cli/device_choice.h"
+#include "eval/report.h"
+#include "policies/cskv.h"
+#include "runtime/file_system.h"
+#include "runtime/input_error.h"
+#include "runtime/model_loader.h"
+#include "trainers/cskv/factorization.h"
+#include "trainers/cskv/fit.h"
+#include "trainers/cskv/reconstruction.h"
+#include "trainers/text_batches.h"
+
+namespace kvforge {
+namespace {
+
+std::string fixed4(double value) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(4) << value;
+  return out.str();
+}
+
+std::string errors_table(const at::Tensor& initial, const at::Tensor& trained, const std::vector<int64_t>& ranks) {
+  std::vector<std::vector<std::string>> rows;
+  for (int64_t l = 0; l < initial.size(0); ++l)
+    rows.push_back({std::to_string(l), std::to_string(ranks[0]) + " / " + std::to_string(ranks[1]),
+                    fixed4(initial[l][0].item<double>()), fixed4(trained[l][0].item<double>()),
+                    fixed4(initial[l][1].item<double>()), fixed4(trained[l][1].item<double>())});
+  return eval::markdown_table(
+      {"layer", "rank K / V", "K error (init)", "K error (trained)", "V error (init)", "V error (trained)"}, rows,
+      {true, true, true, true, true, true});
+}
+
+// Ranks from the densities, or from kv_ratio: the largest equal K and V ranks whose latents (codes and scales at
+// quant.bits) take at most that fraction of the full cache's bytes.
+std::pair<int64_t, int64_t> recipe_ranks(const Recipe& recipe, const ModelConfig& config, int64_t bits,
+                                         int64_t group) {
+  const int64_t multiple = bits < 16 ? 8 / bits : 1;
+  const int64_t heads = config.num_kv_heads, limit = std::min(heads * config.head_dim, config.hidden_size);
+  if (recipe.has("ranks.kv_ratio")) {
+    const double ratio = recipe.get_double("ranks.kv_ratio");
+    if (!(ratio > 0 && ratio <= 1)) fail_input("recipe", "ranks.kv_ratio", "expected a fraction in (0, 1]");
+    for (int64_t width = config.head_dim / multiple * multiple; width >= multiple; width -= multiple) {
+      const int64_t rank = std::min(width * heads, limit);
+      if (cskv_kept_fraction(rank, rank, bits, group, heads, config.head_dim) <= ratio) return {rank, rank};
+    }
+    fail_input("recipe", "ranks.kv_ratio",
+               "a fraction of " + fixed4(ratio) + " leaves no latent channel per KV head at " + std::to_string(bits) +
+                   " bits");
+  }
+  auto rank = [&](const char* field) {
+    const double density = recipe.get_double(field);
+    const int64_t value = cskv::rank_for_density(density, config.head_dim, heads, multiple);
+    if (!(density > 0) || value < heads)
+      fail_input("recipe", field,
+                 "density " + fixed4(density) + " leaves no latent channel per KV head (head_dim " +
+                     std::to_string(config.head_dim) + (multiple > 1 ? ", whole bytes of codes" : "") + ")");
+    return std::min(value, limit);
+  };
+  return {rank("ranks.key_density"), rank("ranks.value_density")};
+}
+
+}  // namespace
+
+std::vector<RecipeKey> cskv_recipe_schema() {
+  return {
+      {"method", "cskv", "cskv"},
+      {"model", "~", "Hugging Face model directory (config.json + safetensors + tokenizer.json)"},
+      {"out", "runs/cskv", "output folder: cskv.safetensors, cskv-init.safetensors, errors.md, metrics.jsonl"},
+      {"device", "auto", "auto | cpu | cuda | cuda:N"},
+      {"dtype", "auto", "auto | float32 | bfloat16"},
+      {"threads", "0", "CPU threads (0 = LibTorch's default)"},
+      {"init", "asvd", "svd | asvd (activation-aware, CSKV's) | whiten (the closed-form optimum of the loss)"},
+      {"asvd_alpha", "0.5", "asvd: input channels scaled by (mean |x|)^alpha (the reference: 0.5)"},
+      {"ranks.key_density", "0.5", "latent channels per KV head as a share of head_dim (the reference: 0.25-0.5)"},
+      {"ranks.value_density", "0.5", "same for values (the reference: 0.5-0.75)"},
+      {"ranks.kv_ratio", "~", "instead of densities: latent bytes (codes + scales) as a fraction of the full cache's"},
+      {"window", "32", "newest tokens kept exact beside the latents (the reference: 32)"},
+      {"quant.bits", "16", "latent storage and quantization-aware training: 16 (none), 8, 4 or 2"},
+      {"quant.group", "32", "tokens per key quantization group (per-channel scales)"},
+      {"data.files", "[]", "text or JSONL documents to train on (windows of data.max_tokens); else the tasks"},
+      {"data.tasks", "[passkey, niah_single, niah_multikey, arithmetic]", "synthetic tasks the text comes from"},
+      {"data.weights", "[]", "task weights (empty = uniform)"},
+      {"data.min_tokens", "512", "sequence length range"},
+      {"data.max_tokens", "1024", ""},
+      {"data.arithmetic_steps", "2", ""},
+      {"data.seed", "0", "training batches; calibration and the held-out error use seeds derived from it"},
+      {"calibration.batches", "8", "batches for the asvd / whiten statistics"},
+      {"train.steps", "200", "0 = export the initialisation only"},
+      {"train.batch_size", "4", "sequences per micro-batch"},
+      {"train.micro_batches", "1", ""},
+      {"train.lr", "1e-3", "AdamW peak (the reference: 5e-5 for one epoch over 7B-model text)"},
+      {"train.warmup_steps", "10", ""},
+      {"train.min_lr_ratio", "0.0", "cosine decay floor"},
+      {"train.weight_decay", "0.0", ""},
+      {"train.max_grad_norm", "1.0", ""},
+      {"train.log_every", "20", ""},
+      {"train.checkpoint_every", "0", "0 = only at the end"},
+      {"eval.batches", "4", "held-out batches for the exported reconstruction error"},
+  };
+}
+
+void run_cskv_recipe(const Recipe& recipe, bool resume) {
+  cskv::FitOptions options;
+  options.init = cskv::parse_init(recipe.get_string("init"));
+  options.asvd_alpha = recipe.get_double("asvd_alpha");
+  options.window = recipe.get_int("window");
+  options.bits = recipe.get_int("quant.bits");
+  options.group = recipe.get_int("quant.group");
+  if (options.bits != 2 && options.bits != 4 && options.bits != 8 && options.bits != 16)
+    fail_input("recipe", "quant.bits", "expected 16, 8, 4 or 2, got " + std::to_string(options.bits));
+  if (options.window < 0) fail_input("recipe", "window", "expected >= 0");
+  if (options.group < 1) fail_input("recipe", "quant.group", "expected >= 1");
+  for (const char* key : {"train.batch_size", "train.micro_batches", "calibration.batches", "eval.batches"})
+    if (recipe.get_int(key) < 1) fail_input("recipe", key, "expected >= 1");
+  if (recipe.get_int("train.steps") < 0) fail_input("recipe", "train.steps", "expected >= 0");
+  TaskMixture data;
+  data.tasks = recipe.get_string_list("data.tasks");
+  for (const std::string& weight : recipe.get_string_list("data.weights")) {
+    try {
+      data.weights.push_back(std::stod(weight));
+    } catch (const std::exception&) {
+      fail_input("recipe", "data.weights", "expected numbers, got '" + weight + "'");
+    }
+  }
+  data.min_tokens = recipe.get_int("data.min_tokens");
+  data.max_tokens = recipe.get_int("data.max_tokens");
+  data.arithmetic_steps = recipe.get_int("data.arithmetic_steps");
+  data.seed = static_cast<uint64_t>(recipe.get_int("data.seed"));
+  validate(data);
+
+  const at::Device device = parse_device(recipe.get_string("device"), "device");
+  const at::ScalarType dtype = parse_model_dtype(recipe.get_string("dtype"), device, "dtype");
+  if (recipe.get_int("threads") > 0) at::set_num_threads(static_cast<int>(recipe.get_int("threads")));
+  LoadedModel loaded = load_model(recipe.get_string("model"), device, dtype);
+  if (!loaded.tokenizer) fail_input(loaded.dir, "tokenizer.json", "missing; training text needs the tokenizer");
+  if (loaded.eos_token_ids.empty()) fail_input(loaded.dir, "eos_token_id", "missing; sequences end with it");
+  for (at::Tensor& parameter : loaded.model->parameters()) parameter.set_requires_grad(false);  // frozen base
+  const ModelConfig& config = loaded.config;
+  std::tie(options.key_rank, options.value_rank) = recipe_ranks(recipe, config, options.bits, options.group);
+  const int64_t eos = loaded.eos_token_ids[0];
+  const int64_t pad = config.pad_token_id.value_or(eos);
+
+  // Text: windows of the documents when files are named, else the task mixture; the seed picks the batches.
+  const int64_t batch_size = recipe.get_int("train.batch_size");
+  cskv::BatchSource batches;
+  const std::vector<std::string> files = recipe.get_string_list("data.files");
+  if (!files.empty()) {
+    auto windows = std::make_shared<TextWindows>(*loaded.tokenizer, files, data.max_tokens);
+    batches = [windows, batch_size](uint64_t seed, int64_t step, int64_t micro_batch) {
+      return windows->batch(seed, step, micro_batch, batch_size);
+    };
+  } else {
+    const Tokenizer* tokenizer = &*loaded.tokenizer;
+    batches = [data, tokenizer, eos, pad, batch_size](uint64_t seed, int64_t step, int64_t micro_batch) {
+      TaskMixture mixture = data;
+      mixture.seed = seed;
+      return make_task_batch(mixture, *tokenizer, eos, pad, step, micro_batch, batch_size);
+    };
+  }
+
+  const std::string out = recipe.get_string("out");
+  std::filesystem::create_directories(out);
+  const std::string recipe_text = recipe.to_yaml();
+  write_text_atomically(out + "/recipe.yaml", recipe_text);
+  std::cerr << "cskv: " << cskv::init_name(options.init) << " factors of " << loaded.dir << " on " << device.str()
+            << ", ranks K " << options.key_rank << " / V " << options.value_rank << " of "
+            << config.num_kv_heads * config.head_dim << ", " << options.bits << "-bit latents, window "
+            << options.window << std::endl;
+
+  const auto started = std::chrono::steady_clock::now();
+  const uint64_t calibration_seed = mix_seed({data.seed, 0xca1});
+  const cskv::InputStatistics statistics = cskv::input_statistics(
+      loaded.model, [&](int64_t i) { return batches(calibration_seed, i, 0); },
+      options.init == cskv::Init::kSvd ? 0 : recipe.get_int("calibration.batches"),
+      options.init == cskv::Init::kWhiten);
+  std::vector<LowRankLayer> factors = cskv::initial_factors(loaded.model, options, statistics);
+  const double init_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+
+  cskv::ReconstructionConfig objective_config;
+  objective_config.batches = batches;
+  objective_config.seed = data.seed;
+  objective_config.quantization = {options.bits, options.group, config.num_kv_heads};
+  cskv::ReconstructionObjective objective(loaded.model, factors, objective_config);
+  const int64_t eval_batches = recipe.get_int("eval.batches");
+  const at::Tensor initial_errors = objective.relative_errors(eval_batches);
+  write_artifact(out + "/cskv-init.safetensors",
+                 cskv::cskv_artifact(factors, options, initial_errors, config, recipe_text,
+                                     {{"steps", 0},
+                                      {"calibration_tokens", static_cast<double>(statistics.tokens)},
+                                      {"init_seconds", init_seconds}}));
+
+  LoopConfig loop;
+  loop.steps = recipe.get_int("train.steps");
+  loop.micro_batches = recipe.get_int("train.micro_batches");
+  loop.schedule.kind = "cosine";
+  loop.schedule.peak_lr = recipe.get_double("train.lr");
+  loop.schedule.warmup_steps = recipe.get_int("train.warmup_steps");
+  loop.schedule.min_lr_ratio = recipe.get_double("train.min_lr_ratio");
+  loop.schedule.total_steps = std::max<int64_t>(loop.steps, 1);
+  loop.optimizer.weight_decay = recipe.get_double("train.weight_decay");
+  loop.optimizer.beta1 = 0.9;
+  loop.optimizer.beta2 = 0.999;
+  loop.max_grad_norm = recipe.get_double("train.max_grad_norm");
+  loop.log_every = recipe.get_int("train.log_every");
+  loop.checkpoint_every = recipe.get_int("train.checkpoint_every");
+  loop.out_dir = out;
+  loop.resume = resume;
+  loop.recipe_text = recipe_text;
+  const auto trained_from = std::chrono::steady_clock::now();
+  if (loop.steps > 0) run_training(objective, loop, nullptr);
+  const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - trained_from).count();
+  const at::Tensor errors = objective.relative_errors(eval_batches);
+
+  const std::string path = out + "/cskv.safetensors";
+  write_artifact(path, cskv::cskv_artifact(factors, options, errors, config, recipe_text,
+                                           {{"steps", static_cast<double>(loop.steps)},
+                                            {"calibration_tokens", static_cast<double>(statistics.tokens)},
+                                            {"init_seconds", init_seconds},
+                                            {"train_seconds", train_seconds}}));
+  const std::string table = errors_table(initial_errors, errors, {options.key_rank, options.value_rank});
+  write_text_atomically(out + "/errors.md", std::string("Relative squared reconstruction error on held-out text (") +
+                                                cskv::init_name(options.init) + " init, " + std::to_string(loop.steps) +
+                                                " steps)\n\n" + table);
+  std::cout << table << std::fixed << std::setprecision(2) << "kept fraction of KV bytes (latents): "
+            << cskv_kept_fraction(options.key_rank, options.value_rank, options.bits, options.group,
+                                  config.num_kv_heads, config.head_dim)
+            << "\ninit " << init_seconds << " s, training " << train_seconds << " s\nartifact: " << path
+            << " (initialisation: " << out << "/cskv-init.safetensors)\n";
+}
+
+}  // namespace kvforge

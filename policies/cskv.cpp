@@ -1,0 +1,110 @@
+#include "policies/cskv.h"
+
+#include <cmath>
+#include <iomanip>
+#include <map>
+#include <mutex>
+#include <sstream>
+
+#include "runtime/input_error.h"
+
+namespace kvforge {
+namespace {
+
+const at::Tensor* find_tensor(const Artifact& artifact, const std::string& name) {
+  auto found = artifact.tensors.find(name);
+  return found == artifact.tensors.end() ? nullptr : &found->second;
+}
+
+// A [rows, columns] float tensor, rows or columns fixed by the model where given (-1 = any).
+at::Tensor matrix(const Artifact& artifact, const std::string& name, int64_t rows, int64_t columns) {
+  const at::Tensor* tensor = find_tensor(artifact, name);
+  auto shape = [](int64_t size) { return size < 0 ? std::string("rank") : std::to_string(size); };
+  if (tensor == nullptr || tensor->dim() != 2 || (rows >= 0 && tensor->size(0) != rows) ||
+      (columns >= 0 && tensor->size(1) != columns) || !tensor->is_floating_point())
+    fail_input(artifact.path, name, "expected a float tensor [" + shape(rows) + ", " + shape(columns) + "]");
+  return tensor->to(at::kFloat);
+}
+
+double metric(const Artifact& artifact, const std::string& key, double fallback) {
+  auto found = artifact.metrics.find(key);
+  return found == artifact.metrics.end() ? fallback : found->second;
+}
+
+}  // namespace
+
+std::shared_ptr<const LowRankFactors> cskv_factors(const std::shared_ptr<const Artifact>& artifact) {
+  // One parse (and one device copy, made by LowRankFactors) per artifact, however many cells evaluate it.
+  static std::mutex mutex;
+  static std::map<const Artifact*, std::pair<std::weak_ptr<const Artifact>, std::shared_ptr<const LowRankFactors>>>
+      parsed;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto found = parsed.find(artifact.get());
+  if (found != parsed.end() && found->second.first.lock() == artifact) return found->second.second;
+  const ModelFingerprint& model = artifact->model;
+  const int64_t width = model.num_kv_heads * model.head_dim;
+  std::vector<LowRankLayer> layers;
+  for (int64_t l = 0; l < model.num_layers; ++l) {
+    const std::string prefix = "layers." + std::to_string(l) + ".";
+    LowRankLayer layer;
+    layer.key_down = matrix(*artifact, prefix + "key_down", -1, model.hidden_size);
+    layer.key_up = matrix(*artifact, prefix + "key_up", width, layer.key_down.size(0));
+    layer.value_down = matrix(*artifact, prefix + "value_down", -1, model.hidden_size);
+    layer.value_up = matrix(*artifact, prefix + "value_up", width, layer.value_down.size(0));
+    for (auto [name, bias] : {std::pair{"key_bias", &layer.key_bias}, std::pair{"value_bias", &layer.value_bias}}) {
+      const at::Tensor* tensor = find_tensor(*artifact, prefix + name);
+      if (tensor == nullptr) continue;
+      if (tensor->dim() != 1 || tensor->size(0) != width)
+        fail_input(artifact->path, prefix + name, "expected a float tensor [" + std::to_string(width) + "]");
+      *bias = tensor->to(at::kFloat);
+    }
+    layers.push_back(std::move(layer));
+  }
+  auto factors = std::make_shared<const LowRankFactors>(std::move(layers));
+  parsed[artifact.get()] = {artifact, factors};
+  return factors;
+}
+
+double cskv_kept_fraction(int64_t key_rank, int64_t value_rank, int64_t bits, int64_t group, int64_t kv_heads,
+                          int64_t head_dim) {
+  const double full = 2.0 * 2 * static_cast<double>(kv_heads * head_dim);
+  if (bits >= 16) return 2.0 * static_cast<double>(key_rank + value_rank) / full;
+  // keys: a scale and a minimum (fp16) per channel per group; values: per token per KV head's latent run
+  const double keys =
+      static_cast<double>(key_rank) * (static_cast<double>(bits) / 8 + 4.0 / static_cast<double>(group));
+  const double values =
+      static_cast<double>(value_rank) * static_cast<double>(bits) / 8 + 4.0 * static_cast<double>(kv_heads);
+  return (keys + values) / full;
+}
+
+std::string cskv_description(const Artifact& artifact, int64_t bits, int64_t group) {
+  static const char* kInits[] = {"svd", "asvd", "whiten"};
+  const auto init = static_cast<int64_t>(metric(artifact, "init", 0));
+  const auto steps = static_cast<int64_t>(metric(artifact, "steps", 0));
+  const at::Tensor* ranks = find_tensor(artifact, "ranks");
+  double kept = 1;
+  if (ranks != nullptr && ranks->dim() == 2 && ranks->size(1) == 2) {
+    const at::Tensor mean = ranks->to(at::kDouble).mean(0);
+    kept = cskv_kept_fraction(std::llround(mean[0].item<double>()), std::llround(mean[1].item<double>()), bits, group,
+                              artifact.model.num_kv_heads, artifact.model.head_dim);
+  }
+  std::ostringstream out;
+  out << (init >= 0 && init < 3 ? kInits[init] : "?") << (steps > 0 ? "+train" : "") << ", " << std::fixed
+      << std::setprecision(0) << 100 * kept << "% KV";
+  if (bits < 16) out << ", " << bits << "-bit";
+  return out.str();
+}
+
+CachePlan plan_cskv(const PolicySpec& spec, const ModelConfig& config, int64_t) {
+  CachePlan plan{spec.label, CacheLayout::kLowRank, {}, {}};
+  plan.low_rank.factors = cskv_factors(spec.artifact);
+  plan.low_rank.options.window = static_cast<int64_t>(spec.parameters.at("window"));
+  plan.low_rank.options.group = static_cast<int64_t>(spec.parameters.at("group"));
+  plan.low_rank.options.bits = static_cast<int64_t>(spec.parameters.at("bits"));
+  const std::string problem =
+      low_rank_options_problem(*plan.low_rank.factors, plan.low_rank.options, config.num_kv_heads);
+  if (!problem.empty()) fail_input("policy " + spec.label, "bits", problem);
+  return plan;
+}
+
+}  // namespace kvforge

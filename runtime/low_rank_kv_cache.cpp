@@ -1,0 +1,177 @@
+#include "runtime/low_rank_kv_cache.h"
+
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "runtime/rope.h"
+
+namespace kvforge {
+namespace {
+
+LowRankLayer converted(const LowRankLayer& layer, const at::TensorOptions& options) {
+  auto to = [&](const at::Tensor& tensor) { return tensor.defined() ? tensor.to(options).contiguous() : tensor; };
+  return {to(layer.key_down), to(layer.key_up),   to(layer.value_down),
+          to(layer.value_up), to(layer.key_bias), to(layer.value_bias)};
+}
+
+// latents [batch, tokens, rank] · upᵀ (+ bias) -> [batch, kv_heads, tokens, head_dim]
+at::Tensor lifted(const at::Tensor& latents, const at::Tensor& up, const at::Tensor& bias, int64_t kv_heads,
+                  int64_t head_dim) {
+  at::Tensor out = bias.defined() ? at::addmm(bias, latents.reshape({-1, latents.size(2)}), up.t())
+                                  : at::mm(latents.reshape({-1, latents.size(2)}), up.t());
+  return out.view({latents.size(0), latents.size(1), kv_heads, head_dim}).transpose(1, 2);
+}
+
+at::Tensor appended(const at::Tensor& store, const at::Tensor& more, int64_t dim) {
+  return store.defined() && store.size(dim) > 0 ? at::cat({store, more}, dim) : more;
+}
+
+}  // namespace
+
+LowRankFactors::LowRankFactors(std::vector<LowRankLayer> layers) : layers_(std::move(layers)) {}
+
+const std::vector<LowRankLayer>& LowRankFactors::on(const at::TensorOptions& options) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (converted_.empty() || converted_options_.device() != options.device() ||
+      converted_options_.dtype() != options.dtype()) {
+    converted_.clear();
+    for (const LowRankLayer& layer : layers_) converted_.push_back(converted(layer, options));
+    converted_options_ = options;
+  }
+  return converted_;
+}
+
+std::string low_rank_options_problem(const LowRankFactors& factors, const LowRankCacheOptions& options,
+                                     int64_t kv_heads) {
+  const int64_t bits = options.bits;
+  if (bits != 2 && bits != 4 && bits != 8 && bits != 16) return "bits: expected 2, 4, 8 or 16";
+  if (options.window < 0) return "window: expected >= 0";
+  if (options.group < 1) return "group: expected >= 1";
+  if (bits == 16) return "";
+  const int64_t per_byte = 8 / bits;
+  for (size_t layer = 0; layer < factors.cpu().size(); ++layer) {
+    const auto index = static_cast<int64_t>(layer);
+    for (const int64_t rank : {factors.key_rank(index), factors.value_rank(index)})
+      if (rank % kv_heads != 0 || (rank / kv_heads) % per_byte != 0)
+        return "bits: layer " + std::to_string(layer) + " has a latent rank of " + std::to_string(rank) + " over " +
+               std::to_string(kv_heads) + " KV heads; " + std::to_string(bits) +
+               "-bit codes need a per-head width divisible by " + std::to_string(per_byte);
+  }
+  return "";
+}
+
+LowRankKVCache::LowRankKVCache(std::shared_ptr<const LowRankFactors> factors, const LowRankCacheOptions& options,
+                               int64_t batch, int64_t kv_heads, int64_t head_dim, const at::Tensor& inv_freq,
+                               const at::TensorOptions& tensors)
+    : factors_(std::move(factors)),
+      options_(options),
+      kv_heads_(kv_heads),
+      head_dim_(head_dim),
+      inv_freq_(inv_freq.to(tensors.device())),
+      dtype_(tensors.dtype().toScalarType()) {
+  const std::string problem = low_rank_options_problem(*factors_, options_, kv_heads);
+  if (!problem.empty()) throw std::invalid_argument(problem);
+  device_factors_ = &factors_->on(tensors);
+  layers_.resize(device_factors_->size());
+  for (size_t index = 0; index < layers_.size(); ++index) {
+    Layer& layer = layers_[index];
+    const LowRankLayer& factor = (*device_factors_)[index];
+    layer.key_latents = at::empty({batch, 0, factor.key_down.size(0)}, tensors);
+    layer.value_latents = at::empty({batch, 0, factor.value_down.size(0)}, tensors);
+    layer.exact_keys = at::empty({batch, kv_heads, 0, head_dim}, tensors);
+    layer.exact_values = at::empty({batch, kv_heads, 0, head_dim}, tensors);
+    layer.positions = at::empty({batch, 0}, tensors.dtype(at::kLong));
+  }
+}
+
+void LowRankKVCache::attention_input(int64_t layer, const at::Tensor& hidden) {
+  layers_.at(layer).pending_input = hidden;
+}
+
+std::pair<at::Tensor, at::Tensor> LowRankKVCache::rebuilt(int64_t layer_index, int64_t count) const {
+  const Layer& layer = layers_.at(layer_index);
+  const LowRankLayer& factor = (*device_factors_)[layer_index];
+  at::Tensor key_latents = layer.key_latents, value_latents = layer.value_latents;
+  if (layer.quantized_tokens > 0) {
+    std::vector<at::Tensor> keys;
+    for (const QuantizedBlock& block : layer.key_blocks)
+      keys.push_back(dequantize_keys_per_channel(block, options_.bits, dtype_).squeeze(1));
+    keys.push_back(key_latents);
+    key_latents = at::cat(keys, 1);
+    const int64_t per_head = factor.value_down.size(0) / kv_heads_;
+    value_latents = at::cat(
+        {dequantize_values_per_token(layer.value_block, options_.bits, per_head, dtype_).squeeze(1), value_latents}, 1);
+  }
+  at::Tensor keys = lifted(key_latents.narrow(1, 0, count), factor.key_up, factor.key_bias, kv_heads_, head_dim_);
+  at::Tensor values =
+      lifted(value_latents.narrow(1, 0, count), factor.value_up, factor.value_bias, kv_heads_, head_dim_);
+  // RoPE at each token's true position: the latent is stored before rotation.
+  keys = apply_rope(keys, rope_angles(inv_freq_, layer.positions.narrow(1, 0, count), dtype_));
+  return {keys, values};
+}
+
+CachedKV LowRankKVCache::update(int64_t layer_index, const at::Tensor& keys, const at::Tensor& values,
+                                const at::Tensor& positions) {
+  Layer& layer = layers_.at(layer_index);
+  if (!layer.pending_input.defined() || layer.pending_input.size(1) != keys.size(2))
+    throw std::logic_error("LowRankKVCache: update() without the step's attention_input()");
+  const LowRankLayer& factor = (*device_factors_)[layer_index];
+  const at::Tensor hidden = layer.pending_input.to(dtype_);
+  layer.pending_input = at::Tensor();
+  layer.key_latents = appended(layer.key_latents, at::matmul(hidden, factor.key_down.t()), 1);
+  layer.value_latents = appended(layer.value_latents, at::matmul(hidden, factor.value_down.t()), 1);
+  layer.exact_keys = appended(layer.exact_keys, keys, 2);
+  layer.exact_values = appended(layer.exact_values, values, 2);
+  layer.positions = appended(layer.positions, positions, 1);
+  const int64_t total = layer.positions.size(1), exact = layer.exact_keys.size(2);
+  if (exact == total) return {layer.exact_keys, layer.exact_values, layer.positions};
+  auto [old_keys, old_values] = rebuilt(layer_index, total - exact);
+  return {at::cat({old_keys, layer.exact_keys}, 2), at::cat({old_values, layer.exact_values}, 2), layer.positions};
+}
+
+void LowRankKVCache::after_attention(int64_t layer_index, const at::Tensor&, const at::Tensor&) {
+  Layer& layer = layers_.at(layer_index);
+  const int64_t exact = layer.exact_keys.size(2);
+  if (exact > options_.window) {
+    // clone: a narrowed view would keep the dropped tokens' exact storage alive
+    layer.exact_keys = layer.exact_keys.narrow(2, exact - options_.window, options_.window).clone();
+    layer.exact_values = layer.exact_values.narrow(2, exact - options_.window, options_.window).clone();
+  }
+  if (options_.bits == 16) return;
+  const int64_t group = options_.group, bits = options_.bits;
+  const int64_t per_head = layer.value_latents.size(2) / kv_heads_;
+  // Latents are packed a whole key group at a time (the keys of a group share per-channel scales).
+  while (layer.key_latents.size(1) >= group) {
+    // [batch, 1, group, rank]: one quantization group of tokens, every latent channel with its own scale
+    layer.key_blocks.push_back(quantize_keys_per_channel(layer.key_latents.narrow(1, 0, group).unsqueeze(1), bits));
+    QuantizedBlock values =
+        quantize_values_per_token(layer.value_latents.narrow(1, 0, group).unsqueeze(1), bits, per_head);
+    if (layer.quantized_tokens == 0) {
+      layer.value_block = values;
+    } else {
+      layer.value_block.codes = at::cat({layer.value_block.codes, values.codes}, 2);
+      layer.value_block.scale = at::cat({layer.value_block.scale, values.scale}, 2);
+      layer.value_block.minimum = at::cat({layer.value_block.minimum, values.minimum}, 2);
+    }
+    layer.quantized_tokens += group;
+    const int64_t left = layer.key_latents.size(1) - group;
+    layer.key_latents = layer.key_latents.narrow(1, group, left).clone();
+    layer.value_latents = layer.value_latents.narrow(1, group, left).clone();
+  }
+}
+
+int64_t LowRankKVCache::bytes() const {
+  auto block_bytes = [](const QuantizedBlock& block) {
+    return block.codes.defined() ? block.codes.nbytes() + block.scale.nbytes() + block.minimum.nbytes() : 0;
+  };
+  int64_t total = 0;
+  for (const Layer& layer : layers_) {
+    for (const QuantizedBlock& block : layer.key_blocks) total += block_bytes(block);
+    total += block_bytes(layer.value_block) + layer.key_latents.nbytes() + layer.value_latents.nbytes() +
+             layer.exact_keys.nbytes() + layer.exact_values.nbytes();
+  }
+  return total;
+}
+
+}  // namespace kvforge

@@ -1,0 +1,103 @@
+#pragma once
+// CSKV's bi-branch cache. Every token's keys and values are stored as low-rank latents of the attention input
+// (latent = x·Aᵀ, before RoPE, for the whole K and the whole V projection of a layer: all KV heads share one
+// latent), and the newest `window` tokens are also kept exact. Attention sees the exact keys and values of the
+// window and of the step's own tokens (so a prefill attends exactly), and older tokens rebuilt from their
+// latents: keys = B·latent (+ the projection's bias) rotated at their true positions, values = B·latent.
+//
+// Latents are stored at `bits`: 16 keeps them in the model's dtype; 2, 4 or 8 packs codes into bytes with fp16
+// scales and minimums, keys per latent channel over groups of `group` tokens (KIVI-style, so the newest
+// partial group waits unquantized), values per token in runs of one KV head's latent width. bytes() counts the
+// latents, the scales, the waiting group and the exact window: what the cache holds.
+//
+// This is the reference layout: attention rebuilds the old keys and values into temporaries each step.
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "runtime/kv_cache.h"
+#include "runtime/quantized_kv_cache.h"
+
+namespace kvforge {
+
+// One layer's factors: K ≈ B_K·A_K·x (+ k_proj's bias), V ≈ B_V·A_V·x (+ v_proj's bias).
+struct LowRankLayer {
+  at::Tensor key_down;    // A_K [key_rank, hidden]
+  at::Tensor key_up;      // B_K [kv_heads * head_dim, key_rank]
+  at::Tensor value_down;  // A_V [value_rank, hidden]
+  at::Tensor value_up;    // B_V [kv_heads * head_dim, value_rank]
+  at::Tensor key_bias;    // [kv_heads * head_dim] or undefined (models without attention bias)
+  at::Tensor value_bias;
+};
+
+// Every layer's factors, kept once on the CPU and copied to a device and dtype on first use there.
+class LowRankFactors {
+ public:
+  explicit LowRankFactors(std::vector<LowRankLayer> layers);
+  const std::vector<LowRankLayer>& on(const at::TensorOptions& options) const;
+  const std::vector<LowRankLayer>& cpu() const { return layers_; }
+  int64_t key_rank(int64_t layer) const { return layers_.at(layer).key_down.size(0); }
+  int64_t value_rank(int64_t layer) const { return layers_.at(layer).value_down.size(0); }
+
+ private:
+  std::vector<LowRankLayer> layers_;
+  mutable std::mutex mutex_;
+  mutable at::TensorOptions converted_options_;
+  mutable std::vector<LowRankLayer> converted_;
+};
+
+struct LowRankCacheOptions {
+  int64_t window = 32;  // newest tokens also kept exact
+  int64_t group = 32;   // key quantization group (tokens); unused at 16 bits
+  int64_t bits = 16;    // 16 = the model's dtype; 2, 4 or 8 = packed codes
+};
+
+// What is wrong with `options` for these factors (bits other than 2/4/8/16, a latent width per KV head that
+// packed codes cannot fill whole bytes with, a window or group below its minimum), or "" when they fit.
+std::string low_rank_options_problem(const LowRankFactors& factors, const LowRankCacheOptions& options,
+                                     int64_t kv_heads);
+
+class LowRankKVCache : public KVCache {
+ public:
+  // inv_freq: the model's RoPE inverse frequencies [head_dim / 2] (float32).
+  LowRankKVCache(std::shared_ptr<const LowRankFactors> factors, const LowRankCacheOptions& options, int64_t batch,
+                 int64_t kv_heads, int64_t head_dim, const at::Tensor& inv_freq, const at::TensorOptions& tensors);
+
+  void attention_input(int64_t layer, const at::Tensor& hidden) override;
+  CachedKV update(int64_t layer, const at::Tensor& keys, const at::Tensor& values,
+                  const at::Tensor& positions) override;
+  void after_attention(int64_t layer, const at::Tensor& queries, const at::Tensor& positions) override;
+  int64_t length(int64_t layer) const override { return layers_.at(layer).positions.size(1); }
+  int64_t bytes() const override;
+
+  int64_t exact_tokens(int64_t layer) const { return layers_.at(layer).exact_keys.size(2); }
+  int64_t quantized_tokens(int64_t layer) const { return layers_.at(layer).quantized_tokens; }
+
+ private:
+  struct Layer {
+    at::Tensor pending_input;                // [batch, new_tokens, hidden] from attention_input(), until update()
+    std::vector<QuantizedBlock> key_blocks;  // packed key latents, one per group of tokens (bits < 16)
+    QuantizedBlock value_block;              // packed value latents of the quantized tokens (bits < 16)
+    int64_t quantized_tokens = 0;
+    at::Tensor key_latents;    // [batch, tokens, key_rank]: every token at 16 bits, else the waiting group
+    at::Tensor value_latents;  // [batch, tokens, value_rank], likewise
+    at::Tensor exact_keys;     // [batch, kv_heads, window, head_dim], after RoPE
+    at::Tensor exact_values;
+    at::Tensor positions;  // [batch, tokens] every token's position (-1 = padding)
+  };
+  // Keys and values of the first `count` tokens rebuilt from their latents: [batch, kv_heads, count, head_dim].
+  std::pair<at::Tensor, at::Tensor> rebuilt(int64_t layer, int64_t count) const;
+
+  std::shared_ptr<const LowRankFactors> factors_;
+  const std::vector<LowRankLayer>* device_factors_;
+  LowRankCacheOptions options_;
+  int64_t kv_heads_, head_dim_;
+  at::Tensor inv_freq_;
+  at::ScalarType dtype_;
+  std::vector<Layer> layers_;
+};
+
+}  // namespace kvforge

@@ -1,0 +1,266 @@
+// CSKV: factorizations, the bi-branch low-rank cache, quantization-aware training and the artifact.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <memory>
+
+#include "checkpoints/artifact.h"
+#include "policies/cache_plan.h"
+#include "policies/cskv.h"
+#include "policies/policy.h"
+#include "runtime/generate.h"
+#include "runtime/model_loader.h"
+#include "runtime/quantized_kv_cache.h"
+#include "runtime/rope.h"
+#include "test_util.h"
+#include "trainers/cskv/factorization.h"
+#include "trainers/cskv/fit.h"
+#include "trainers/cskv/layer_inputs.h"
+#include "trainers/cskv/reconstruction.h"
+
+namespace kvforge {
+namespace {
+
+using cskv::LowRankPair;
+
+at::Tensor product(const LowRankPair& pair) { return at::mm(pair.up, pair.down); }
+
+// Correlated inputs [tokens, in] with unequal channel scales, as attention inputs have.
+at::Tensor correlated_inputs(int64_t tokens, int64_t in, uint64_t seed) {
+  at::manual_seed(seed);
+  const at::Tensor mixing = at::randn({in, in}, at::kDouble) / std::sqrt(static_cast<double>(in));
+  const at::Tensor scales = at::exp(at::randn({in}, at::kDouble));
+  return at::mm(at::randn({tokens, in}, at::kDouble), mixing) * scales;
+}
+
+double data_error(const at::Tensor& weight, const LowRankPair& pair, const at::Tensor& inputs) {
+  const at::Tensor x = inputs.to(at::kFloat);
+  return (at::mm(x, weight.to(at::kFloat).t()) - at::mm(at::mm(x, pair.down.t()), pair.up.t()))
+      .square()
+      .sum()
+      .item<double>();
+}
+
+TEST(CskvFactorization, FullRankReproducesTheProjection) {
+  at::manual_seed(3);
+  const at::Tensor weight = at::randn({64, 192});  // K or V of the tiny model: [kv_heads·head_dim, hidden]
+  const at::Tensor inputs = correlated_inputs(512, 192, 4);
+  const at::Tensor scale = inputs.abs().mean(0);
+  for (const LowRankPair& pair : {cskv::svd_factors(weight, 64), cskv::svd_factors(weight, 64, scale),
+                                  cskv::whitened_factors(weight, 64, at::mm(inputs.t(), inputs) / 512)}) {
+    EXPECT_EQ(pair.down.sizes(), (std::vector<int64_t>{64, 192}));
+    EXPECT_EQ(pair.up.sizes(), (std::vector<int64_t>{64, 64}));
+    EXPECT_LT((product(pair) - weight).abs().max().item<double>(), 1e-5);
+  }
+  EXPECT_THROW(cskv::svd_factors(weight, 65), std::invalid_argument);
+}
+
+TEST(CskvFactorization, AsvdWithUnitScalesIsPlainSvd) {
+  at::manual_seed(5);
+  const at::Tensor weight = at::randn({64, 192});
+  const at::Tensor unit = cskv::svd_factors(weight, 16, at::ones({192})).down;
+  const LowRankPair plain = cskv::svd_factors(weight, 16);
+  EXPECT_TRUE(at::allclose(unit, plain.down, 1e-6, 1e-6));
+  EXPECT_TRUE(at::allclose(cskv::svd_factors(weight, 16, at::ones({192})).up, plain.up, 1e-6, 1e-6));
+  // Non-unit scales change the factorization (so the test above can fail).
+  EXPECT_FALSE(at::allclose(cskv::svd_factors(weight, 16, at::rand({192}) + 0.1).down, plain.down, 1e-3, 1e-3));
+}
+
+TEST(CskvFactorization, ErrorNeverGrowsWithRankAndWhiteningIsTheDataOptimum) {
+  at::manual_seed(7);
+  const at::Tensor weight = at::randn({64, 192});
+  const at::Tensor inputs = correlated_inputs(1024, 192, 8);
+  const at::Tensor moment = at::mm(inputs.t(), inputs) / 1024;
+  double previous_plain = 1e300, previous_data = 1e300;
+  for (int64_t rank = 1; rank <= 64; rank += 3) {
+    const LowRankPair plain = cskv::svd_factors(weight, rank), whitened = cskv::whitened_factors(weight, rank, moment);
+    const double plain_error = (product(plain) - weight).square().sum().item<double>();
+    const double whitened_data = data_error(weight, whitened, inputs);
+    EXPECT_LE(plain_error, previous_plain * (1 + 1e-6) + 1e-9) << rank;
+    EXPECT_LE(whitened_data, previous_data * (1 + 1e-6) + 1e-9) << rank;
+    previous_plain = plain_error;
+    previous_data = whitened_data;
+    // On the data the loss is measured on, the whitened factors beat plain and activation-aware SVD.
+    if (rank < 64) {
+      EXPECT_LT(whitened_data, data_error(weight, plain, inputs)) << rank;
+      EXPECT_LT(whitened_data, data_error(weight, cskv::svd_factors(weight, rank, inputs.abs().mean(0)), inputs))
+          << rank;
+    }
+  }
+  EXPECT_EQ(cskv::rank_for_density(0.25, 128, 8), 256);  // int(0.25·128)·8, the reference's rule
+  EXPECT_EQ(cskv::rank_for_density(0.2, 64, 2), 24);
+  EXPECT_EQ(cskv::rank_for_density(0.2, 64, 2, 4), 24);
+  EXPECT_EQ(cskv::rank_for_density(0.2, 64, 2, 8), 16);
+}
+
+TEST(CskvQuantization, SixteenBitsIsTheIdentityAndLowerBitsMatchTheCachesCodes) {
+  at::manual_seed(9);
+  const at::Tensor latents = at::randn({2, 70, 24}).requires_grad_(true);
+  const cskv::LatentQuantization none{16, 32, 2}, four{4, 32, 2};
+  EXPECT_TRUE(at::equal(cskv::fake_quantize_key_latents(latents, none), latents));
+  EXPECT_TRUE(at::equal(cskv::fake_quantize_value_latents(latents, none), latents));
+  const at::Tensor keys = cskv::fake_quantize_key_latents(latents, four);
+  // The first two groups of 32 tokens hold the cache's dequantized codes; the partial third waits exact.
+  const at::Tensor group = latents.detach().narrow(1, 32, 32).unsqueeze(1);
+  const at::Tensor stored = dequantize_keys_per_channel(quantize_keys_per_channel(group, 4), 4, at::kFloat).squeeze(1);
+  EXPECT_TRUE(at::allclose(keys.narrow(1, 32, 32), stored, 1e-6, 1e-6));
+  EXPECT_TRUE(at::equal(keys.narrow(1, 64, 6), latents.narrow(1, 64, 6)));
+  const double key_error = (keys - latents).abs().max().item<double>();
+  EXPECT_GT(key_error, 1e-3);  // it quantizes
+  const at::Tensor range = latents.detach().narrow(1, 0, 64).reshape({2, 2, 32, 24});
+  EXPECT_LE(key_error, ((range.amax(2) - range.amin(2)) / 15).max().item<double>() / 2 + 1e-3);
+  const at::Tensor values = cskv::fake_quantize_value_latents(latents, four);
+  EXPECT_GT((values - latents).abs().max().item<double>(), 1e-3);
+  // Straight-through: the gradient passes unchanged.
+  (keys.sum() + 2 * values.sum()).backward();
+  EXPECT_TRUE(at::allclose(latents.grad(), at::full_like(latents, 3.0)));
+}
+
+// The tiny model's factors at `rank` (plain SVD), as the cache holds them.
+std::shared_ptr<const LowRankFactors> tiny_factors(int64_t rank) {
+  LoadedModel& loaded = testing::tiny_base_model();
+  cskv::FitOptions options;
+  options.init = cskv::Init::kSvd;
+  options.key_rank = options.value_rank = rank;
+  std::vector<LowRankLayer> layers = cskv::initial_factors(loaded.model, options, {});
+  for (LowRankLayer& layer : layers)
+    for (at::Tensor* tensor : {&layer.key_down, &layer.key_up, &layer.value_down, &layer.value_up})
+      *tensor = tensor->detach();
+  return std::make_shared<const LowRankFactors>(std::move(layers));
+}
+
+// Logits of a 40-token prompt and 8 decode steps through `cache`.
+at::Tensor prompt_and_decode(KVCache& cache) {
+  LoadedModel& loaded = testing::tiny_base_model();
+  torch::NoGradGuard no_grad;
+  at::manual_seed(41);
+  const at::Tensor ids = at::randint(0, 256, {2, 40}, at::kLong), fed = at::randint(0, 256, {2, 8}, at::kLong);
+  std::vector<at::Tensor> steps{loaded.model->forward(ids, at::arange(40).repeat({2, 1}), &cache)};
+  for (int64_t t = 0; t < 8; ++t)
+    steps.push_back(loaded.model->forward(fed.narrow(1, t, 1), at::full({2, 1}, 40 + t, at::kLong), &cache));
+  return at::cat(steps, 1);
+}
+
+std::unique_ptr<KVCache> low_rank_cache(std::shared_ptr<const LowRankFactors> factors, LowRankCacheOptions options) {
+  const ModelConfig& config = testing::tiny_base_model().config;
+  return std::make_unique<LowRankKVCache>(std::move(factors), options, 2, config.num_kv_heads, config.head_dim,
+                                          rope_inverse_frequencies(config.rope, config.head_dim), at::kFloat);
+}
+
+TEST(LowRankCache, WindowCoveringTheSequenceGivesTheBaseModelsLogits) {
+  auto full = make_full_cache(testing::tiny_base_model().model, 2, 48);
+  const at::Tensor reference = prompt_and_decode(*full);
+  auto covering = low_rank_cache(tiny_factors(8), {48, 32, 16});
+  EXPECT_TRUE(at::allclose(prompt_and_decode(*covering), reference, 1e-6, 1e-6));
+  EXPECT_EQ(covering->length(0), 48);
+  // A short window over rank-8 latents changes the decode logits (the prefill still attends exactly).
+  auto short_window = low_rank_cache(tiny_factors(8), {4, 32, 16});
+  const at::Tensor compressed = prompt_and_decode(*short_window);
+  EXPECT_TRUE(at::allclose(compressed.narrow(1, 0, 40), reference.narrow(1, 0, 40), 1e-6, 1e-6));
+  EXPECT_GT((compressed.narrow(1, 40, 8) - reference.narrow(1, 40, 8)).abs().max().item<double>(), 1e-2);
+}
+
+TEST(LowRankCache, FullRankLatentsRebuildKeysAtTheirTruePositions) {
+  // Full rank (64 = kv_heads·head_dim) rebuilds K and V up to rounding, so with a 2-token window the decode logits
+  // stay those of the base model only if RoPE is reapplied at each token's own position.
+  auto full = make_full_cache(testing::tiny_base_model().model, 2, 48);
+  const at::Tensor reference = prompt_and_decode(*full);
+  auto cache = low_rank_cache(tiny_factors(64), {2, 32, 16});
+  EXPECT_TRUE(at::allclose(prompt_and_decode(*cache), reference, 1e-4, 1e-4));
+  auto* low_rank = dynamic_cast<LowRankKVCache*>(cache.get());
+  EXPECT_EQ(low_rank->exact_tokens(0), 2);
+  // Packed 8-bit latents stay close; 2-bit ones do not.
+  auto eight = low_rank_cache(tiny_factors(64), {2, 16, 8});
+  const double eight_error = (prompt_and_decode(*eight) - reference).abs().max().item<double>();
+  auto two = low_rank_cache(tiny_factors(64), {2, 16, 2});
+  const double two_error = (prompt_and_decode(*two) - reference).abs().max().item<double>();
+  EXPECT_LT(eight_error, 0.1);
+  EXPECT_GT(two_error, 2 * eight_error);
+  EXPECT_EQ(dynamic_cast<LowRankKVCache*>(eight.get())->quantized_tokens(0), 48);  // three whole groups of 16
+}
+
+TEST(LowRankCache, BytesAreTheLatentsPlusTheWindow) {
+  const ModelConfig& config = testing::tiny_base_model().config;
+  const int64_t layers = config.num_layers, width = config.num_kv_heads * config.head_dim;
+  auto cache = low_rank_cache(tiny_factors(16), {6, 32, 16});
+  prompt_and_decode(*cache);
+  // 48 tokens × (16 + 16) fp32 latents + 6 exact tokens of K and V, per sequence and layer
+  EXPECT_EQ(cache->bytes(), layers * 2 * (48 * 32 * 4 + 6 * 2 * width * 4));
+  auto packed = low_rank_cache(tiny_factors(16), {6, 16, 4});
+  prompt_and_decode(*packed);
+  // 48 tokens = 3 whole key groups of 16: 4-bit codes + an fp16 scale and minimum per channel per group (keys),
+  // per token per KV head's 8 channels (values)
+  const int64_t keys = 3 * (16 * 16 / 2 + 2 * 16 * 2), values = 48 * (16 / 2 + 2 * 2 * 2);
+  EXPECT_EQ(packed->bytes(), layers * 2 * (keys + values + 6 * 2 * width * 4));
+  EXPECT_LT(packed->bytes(), cache->bytes());
+}
+
+TEST(CskvTraining, ReducesTheHeldOutErrorBelowItsInitialisation) {
+  LoadedModel& loaded = testing::tiny_base_model();
+  cskv::FitOptions options;
+  options.init = cskv::Init::kSvd;
+  options.key_rank = options.value_rank = 8;
+  std::vector<LowRankLayer> factors = cskv::initial_factors(loaded.model, options, {});
+  cskv::ReconstructionConfig config;
+  config.batches = [&](uint64_t seed, int64_t step, int64_t micro_batch) {
+    TaskMixture mixture;
+    mixture.tasks = {"passkey", "arithmetic"};
+    mixture.min_tokens = mixture.max_tokens = 128;
+    mixture.seed = seed;
+    return make_task_batch(mixture, *loaded.tokenizer, 256, 257, step, micro_batch, 2);
+  };
+  config.quantization = {4, 32, loaded.config.num_kv_heads};
+  cskv::ReconstructionObjective objective(loaded.model, factors, config);
+  const at::Tensor before = objective.relative_errors(2);
+  torch::optim::Adam optimizer(objective.trainable_parameters(), torch::optim::AdamOptions(3e-3));
+  for (int64_t step = 0; step < 25; ++step) {
+    optimizer.zero_grad();
+    MicroBatchLoss loss = objective.micro_batch_loss(step, 0);
+    loss.loss.backward();
+    optimizer.step();
+  }
+  const at::Tensor after = objective.relative_errors(2);
+  EXPECT_EQ(after.sizes(), (std::vector<int64_t>{3, 2}));
+  EXPECT_LT(after.sum().item<double>(), 0.95 * before.sum().item<double>()) << before << after;
+  EXPECT_TRUE((after > 0).all().item<bool>());
+}
+
+TEST(CskvTraining, KeyLossAfterRopeEqualsTheLossBeforeIt) {
+  // RoPE rotates pairs of channels, so CSKV's post-RoPE key loss is its pre-RoPE loss: the whitened factors,
+  // which minimise the pre-RoPE loss in closed form, minimise the trained objective too.
+  at::manual_seed(13);
+  const at::Tensor a = at::randn({2, 2, 30, 32}, at::kDouble), b = at::randn({2, 2, 30, 32}, at::kDouble);
+  const RopeAngles angles = rope_angles(rope_inverse_frequencies({}, 32), at::arange(30).repeat({2, 1}), at::kDouble);
+  EXPECT_NEAR((apply_rope(a, angles) - apply_rope(b, angles)).square().sum().item<double>(),
+              (a - b).square().sum().item<double>(), 1e-6 * (a - b).square().sum().item<double>());
+}
+
+TEST(CskvArtifact, RoundTripsIntoThePolicyAndNamesMalformedTensors) {
+  LoadedModel& loaded = testing::tiny_base_model();
+  cskv::FitOptions options;
+  options.init = cskv::Init::kSvd;
+  options.key_rank = 8;
+  options.value_rank = 16;
+  options.bits = 4;
+  const std::vector<LowRankLayer> factors = cskv::initial_factors(loaded.model, options, {});
+  const std::string dir = testing::make_temp_dir("cskv-artifact");
+  write_artifact(dir + "/c.safetensors", cskv::cskv_artifact(factors, options, at::full({3, 2}, 0.1), loaded.config,
+                                                             "method: cskv\n", {{"steps", 0}}));
+  auto artifact = std::make_shared<const Artifact>(read_artifact(dir + "/c.safetensors"));
+  const std::vector<PolicySpec> specs = policies_from_artifact(artifact);
+  ASSERT_EQ(specs.size(), 1u);
+  EXPECT_EQ(specs[0].label.rfind("cskv (svd, ", 0), 0u) << specs[0].label;
+  EXPECT_EQ(specs[0].parameters.at("bits"), 4);
+  const CachePlan plan = plan_cache(specs[0], loaded.config, 100);
+  ASSERT_EQ(plan.layout, CacheLayout::kLowRank);
+  EXPECT_EQ(plan.low_rank.factors->value_rank(2), 16);
+  EXPECT_TRUE(at::equal(plan.low_rank.factors->cpu()[1].key_up, factors[1].key_up.detach()));
+  EXPECT_EQ(policies_from_artifact(artifact, "bits=16,window=8")[0].parameters.at("window"), 8);
+  EXPECT_INPUT_ERROR(policies_from_artifact(artifact, "bits=3"), "bits");
+  Artifact broken = *artifact;
+  broken.tensors.erase("layers.1.key_up");
+  EXPECT_INPUT_ERROR(cskv_factors(std::make_shared<const Artifact>(broken)), "c.safetensors", "layers.1.key_up");
+}
+
+}  // namespace
+}  // namespace kvforge

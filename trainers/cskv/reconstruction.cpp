@@ -1,0 +1,142 @@
+#include "trainers/cskv/reconstruction.h"
+
+#include <torch/torch.h>
+
+#include "runtime/quantized_kv_cache.h"
+#include "runtime/rope.h"
+#include "trainers/cskv/layer_inputs.h"
+
+namespace kvforge::cskv {
+namespace {
+
+// x + (q(x) − x) without a gradient through q: the straight-through estimator.
+at::Tensor straight_through(const at::Tensor& x, const at::Tensor& quantized) { return x + (quantized - x).detach(); }
+
+// [batch, tokens, kv_heads·head_dim] -> [batch, kv_heads, tokens, head_dim]
+at::Tensor heads_first(const at::Tensor& x, int64_t kv_heads) {
+  return x.view({x.size(0), x.size(1), kv_heads, -1}).transpose(1, 2);
+}
+
+}  // namespace
+
+at::Tensor fake_quantize_key_latents(const at::Tensor& latents, const LatentQuantization& quantization) {
+  if (quantization.bits >= 16) return latents;
+  const int64_t group = quantization.group, whole = latents.size(1) / group * group;
+  if (whole == 0) return latents;
+  at::Tensor grouped = latents.detach().narrow(1, 0, whole).reshape({latents.size(0), whole / group, group, -1});
+  const at::Tensor dequantized = dequantize_keys_per_channel(quantize_keys_per_channel(grouped, quantization.bits),
+                                                             quantization.bits, latents.scalar_type())
+                                     .reshape({latents.size(0), whole, -1});
+  at::Tensor head = straight_through(latents.narrow(1, 0, whole), dequantized);
+  return whole == latents.size(1) ? head : at::cat({head, latents.narrow(1, whole, latents.size(1) - whole)}, 1);
+}
+
+at::Tensor fake_quantize_value_latents(const at::Tensor& latents, const LatentQuantization& quantization) {
+  if (quantization.bits >= 16) return latents;
+  const int64_t per_head = latents.size(2) / quantization.kv_heads;
+  const at::Tensor dequantized =
+      dequantize_values_per_token(quantize_values_per_token(latents.detach().unsqueeze(1), quantization.bits, per_head),
+                                  quantization.bits, per_head, latents.scalar_type())
+          .squeeze(1);
+  return straight_through(latents, dequantized);
+}
+
+LayerError layer_error(const LowRankLayer& factors, const at::Tensor& key_weight, const at::Tensor& value_weight,
+                       const at::Tensor& inputs, const at::Tensor& positions, const at::Tensor& inv_freq,
+                       int64_t kv_heads, const LatentQuantization& quantization) {
+  const at::Tensor x = inputs.to(at::kFloat);
+  // The model is the frozen teacher: no gradient reaches its weights.
+  const at::Tensor key_projection = key_weight.detach().to(at::kFloat),
+                   value_projection = value_weight.detach().to(at::kFloat);
+  // Padding rows are weighted 0 (the projections' biases cancel in the differences and are left out).
+  const at::Tensor valid = (positions >= 0).to(at::kFloat).view({positions.size(0), 1, positions.size(1), 1});
+  const RopeAngles angles = rope_angles(inv_freq, positions, at::kFloat);
+  const at::Tensor keys = apply_rope(heads_first(at::matmul(x, key_projection.t()), kv_heads), angles);
+  const at::Tensor key_latents = fake_quantize_key_latents(at::matmul(x, factors.key_down.t()), quantization);
+  const at::Tensor rebuilt_keys =
+      apply_rope(heads_first(at::matmul(key_latents, factors.key_up.t()), kv_heads), angles);
+  const at::Tensor values = heads_first(at::matmul(x, value_projection.t()), kv_heads);
+  const at::Tensor value_latents = fake_quantize_value_latents(at::matmul(x, factors.value_down.t()), quantization);
+  const at::Tensor rebuilt_values = heads_first(at::matmul(value_latents, factors.value_up.t()), kv_heads);
+  LayerError error;
+  error.key_error = ((keys - rebuilt_keys).square() * valid).sum();
+  error.value_error = ((values - rebuilt_values).square() * valid).sum();
+  error.key_energy = (keys.square() * valid).sum();
+  error.value_energy = (values.square() * valid).sum();
+  error.elements = (positions >= 0).sum().item<int64_t>() * keys.size(1) * keys.size(3);
+  return error;
+}
+
+ReconstructionObjective::ReconstructionObjective(Transformer model, std::vector<LowRankLayer>& factors,
+                                                 ReconstructionConfig config)
+    : model_(std::move(model)), factors_(factors), config_(std::move(config)) {}
+
+std::vector<at::Tensor> ReconstructionObjective::trainable_parameters() {
+  std::vector<at::Tensor> parameters;
+  for (const LowRankLayer& layer : factors_)
+    for (const at::Tensor& tensor : {layer.key_down, layer.key_up, layer.value_down, layer.value_up})
+      parameters.push_back(tensor);
+  return parameters;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> ReconstructionObjective::checkpoint_tensors() {
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (size_t l = 0; l < factors_.size(); ++l) {
+    const std::string prefix = "layers." + std::to_string(l) + ".";
+    tensors.emplace_back(prefix + "key_down", factors_[l].key_down);
+    tensors.emplace_back(prefix + "key_up", factors_[l].key_up);
+    tensors.emplace_back(prefix + "value_down", factors_[l].value_down);
+    tensors.emplace_back(prefix + "value_up", factors_[l].value_up);
+  }
+  return tensors;
+}
+
+MicroBatchLoss ReconstructionObjective::micro_batch_loss(int64_t step, int64_t micro_batch) {
+  const TokenBatch batch = config_.batches(config_.seed, step, micro_batch);
+  const at::Device device = model_->output_weight().device();
+  const at::Tensor positions = batch.positions.to(device);
+  const std::vector<at::Tensor> inputs = attention_inputs(model_, batch.input_ids.to(device), positions);
+  MicroBatchLoss result;
+  at::Tensor loss = at::zeros({}, at::TensorOptions().device(device));
+  double key_error = 0, value_error = 0;
+  for (size_t l = 0; l < factors_.size(); ++l) {
+    const auto& attention = model_->model->layers[l]->as<DecoderLayer>()->self_attn;
+    const LayerError error =
+        layer_error(factors_[l], attention->k_proj->weight, attention->v_proj->weight, inputs[l], positions,
+                    model_->inv_freq, model_->config.num_kv_heads, config_.quantization);
+    const double elements = static_cast<double>(std::max<int64_t>(error.elements, 1));
+    // CSKV's loss: MSE of keys after RoPE plus MSE of values, summed over layers.
+    loss = loss + (error.key_error + error.value_error) / elements;
+    key_error += (error.key_error / error.key_energy).item<double>();
+    value_error += (error.value_error / error.value_energy).item<double>();
+  }
+  const auto layers = static_cast<double>(factors_.size());
+  result.loss = loss;
+  result.tokens = (batch.positions >= 0).sum().item<int64_t>();
+  result.metrics = {{"key_relative_error", key_error / layers}, {"value_relative_error", value_error / layers}};
+  return result;
+}
+
+at::Tensor ReconstructionObjective::relative_errors(int64_t batches) {
+  torch::NoGradGuard no_grad;
+  const uint64_t held_out = mix_seed({config_.seed, 0x4b56});  // never a training batch's seed
+  const at::Device device = model_->output_weight().device();
+  const auto layers = static_cast<int64_t>(factors_.size());
+  at::Tensor sums = at::zeros({layers, 4}, at::kDouble);  // key error, key energy, value error, value energy
+  for (int64_t i = 0; i < batches; ++i) {
+    const TokenBatch batch = config_.batches(held_out, i, 0);
+    const at::Tensor positions = batch.positions.to(device);
+    const std::vector<at::Tensor> inputs = attention_inputs(model_, batch.input_ids.to(device), positions);
+    for (int64_t l = 0; l < layers; ++l) {
+      const auto& attention = model_->model->layers[l]->as<DecoderLayer>()->self_attn;
+      const LayerError error =
+          layer_error(factors_[l], attention->k_proj->weight, attention->v_proj->weight, inputs[l], positions,
+                      model_->inv_freq, model_->config.num_kv_heads, config_.quantization);
+      sums[l] += at::stack({error.key_error, error.key_energy, error.value_error, error.value_energy})
+                     .to(at::kCPU, at::kDouble);
+    }
+  }
+  return at::stack({sums.select(1, 0) / sums.select(1, 1), sums.select(1, 2) / sums.select(1, 3)}, 1);
+}
+
+}  // namespace kvforge::cskv

@@ -1,0 +1,72 @@
+#pragma once
+// CSKV's training objective: per layer, the squared error between the model's keys (after RoPE) and the keys
+// rebuilt from the latent, plus the same for values, summed over layers. The model keeps its original K and V
+// inside attention, so every layer sees the teacher's inputs and trains independently; only the factors learn.
+// With quantization-aware training the latents pass through the cache's own quantizers (the exact codes the
+// cache would store, dequantized) with a straight-through gradient.
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "runtime/low_rank_kv_cache.h"
+#include "runtime/transformer.h"
+#include "trainers/task_batches.h"
+#include "trainers/training_loop.h"
+
+namespace kvforge::cskv {
+
+struct LatentQuantization {
+  int64_t bits = 16;     // 16 = none
+  int64_t group = 32;    // key tokens sharing a per-channel scale
+  int64_t kv_heads = 1;  // value latents share a scale over one KV head's share of the rank
+};
+
+// latents [batch, tokens, rank] -> the same values the cache would dequantize (keys per channel over whole
+// groups of tokens from the first, a trailing partial group left exact as the cache leaves it; values per token
+// in runs of rank / kv_heads), with gradient 1 (straight-through). bits 16 returns the input.
+at::Tensor fake_quantize_key_latents(const at::Tensor& latents, const LatentQuantization& quantization);
+at::Tensor fake_quantize_value_latents(const at::Tensor& latents, const LatentQuantization& quantization);
+
+struct LayerError {
+  at::Tensor key_error, value_error;    // scalar sums of squared errors over valid tokens (float32)
+  at::Tensor key_energy, value_energy;  // scalar sums of squares of the true keys (after RoPE) and values
+  int64_t elements = 0;                 // valid tokens × kv_heads × head_dim
+};
+
+// One layer. factors in float32 on the inputs' device; inputs: [batch, tokens, hidden]; positions [batch, tokens]
+// (-1 = padding, excluded).
+LayerError layer_error(const LowRankLayer& factors, const at::Tensor& key_weight, const at::Tensor& value_weight,
+                       const at::Tensor& inputs, const at::Tensor& positions, const at::Tensor& inv_freq,
+                       int64_t kv_heads, const LatentQuantization& quantization);
+
+// A micro-batch of text as a pure function of (seed, step, micro-batch): the task mixture or document windows.
+using BatchSource = std::function<TokenBatch(uint64_t seed, int64_t step, int64_t micro_batch)>;
+
+struct ReconstructionConfig {
+  BatchSource batches;
+  uint64_t seed = 0;
+  LatentQuantization quantization;
+};
+
+class ReconstructionObjective : public TrainingObjective {
+ public:
+  // factors: float32 on the model's device, each requiring grad; the model is frozen.
+  ReconstructionObjective(Transformer model, std::vector<LowRankLayer>& factors, ReconstructionConfig config);
+
+  std::vector<at::Tensor> trainable_parameters() override;
+  std::vector<std::pair<std::string, at::Tensor>> checkpoint_tensors() override;
+  MicroBatchLoss micro_batch_loss(int64_t step, int64_t micro_batch) override;
+
+  // Relative squared error per layer, [layers, 2] (keys after RoPE, values), over `batches` held-out batches
+  // (a seed apart from training's).
+  at::Tensor relative_errors(int64_t batches);
+
+ private:
+  Transformer model_;
+  std::vector<LowRankLayer>& factors_;
+  ReconstructionConfig config_;
+};
+
+}  // namespace kvforge::cskv
