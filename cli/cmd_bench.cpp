@@ -1,6 +1,6 @@
 // kvforge bench decode: decode attention on one GPU, this project's kernel against PyTorch SDPA and the
 // runtime's masked torch path on the same inputs, as achieved GB/s of K/V read and as a share of the copy
-// bandwidth measured in the same run.
+// bandwidth measured in the same run; then CSKV's low-rank kernel against the full cache's on the same shapes.
 #include <torch/cuda.h>
 
 #include <algorithm>
@@ -13,6 +13,7 @@
 #include "cli/commands.h"
 #include "kernels/bindings.h"
 #include "runtime/input_error.h"
+#include "runtime/rope.h"
 #include "runtime/transformer.h"
 
 #ifdef KVFORGE_HAVE_CUDA
@@ -30,7 +31,9 @@ struct BenchArgs {
   int64_t kv_heads = 8;
   int64_t head_dim = 128;
   int64_t iterations = 50;
-  std::vector<int64_t> splits{0};  // 0 = the kernel's own choice
+  std::vector<int64_t> splits{0};   // 0 = the kernel's own choice
+  std::vector<int64_t> ranks{256};  // CSKV latent ranks (K = V) for the low-rank rows; empty = none
+  int64_t exact_window = 32;        // CSKV's exact recent tokens beside the latents
 };
 
 #ifdef KVFORGE_HAVE_CUDA
@@ -48,6 +51,71 @@ double median_ms(const std::function<void()>& work, int64_t iterations) {
   }
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];
+}
+
+// CSKV's bi-branch layout on the same shapes: the low-rank kernel (keys rebuilt in shared memory, values attended in
+// the latent space) against the full-cache kernel and against the reference's way, which rebuilds every old key
+// and value into memory (matmuls + RoPE) and then attends them.
+void run_low_rank_rows(const BenchArgs& args) {
+  const auto bf16 = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+  const int64_t width = args.kv_heads * args.head_dim;
+  std::printf(
+      "\nCSKV low-rank layout (latents of K and V at rank r, %lld exact tokens): kernel vs the full cache's "
+      "kernel vs rebuilding K/V in memory\n",
+      static_cast<long long>(args.exact_window));
+  std::printf("%6s %8s %5s %10s | %10s %10s %10s | %9s %11s\n", "batch", "tokens", "rank", "KV MiB", "ours us",
+              "full us", "rebuild us", "full/ours", "rebuild/ours");
+  const at::Tensor inv_freq = rope_inverse_frequencies({}, args.head_dim).cuda();
+  for (int64_t rank : args.ranks) {
+    for (int64_t batch : args.batches) {
+      for (int64_t length : args.lengths) {
+        torch::NoGradGuard no_grad;
+        const int64_t latent = length - args.exact_window;
+        kernels::LowRankDecodeInputs in;
+        in.key_latents = at::randn({batch, length, rank}, bf16);
+        in.value_latents = at::randn({batch, length, rank}, bf16);
+        in.key_up = at::randn({width, rank}, bf16) / std::sqrt(static_cast<double>(rank));
+        in.value_up = at::randn({width, rank}, bf16) / std::sqrt(static_cast<double>(rank));
+        in.latent_positions = at::arange(length, bf16.dtype(at::kLong)).unsqueeze(0).repeat({batch, 1});
+        in.latent_tokens = latent;
+        in.exact_keys = at::randn({batch, args.kv_heads, args.exact_window, args.head_dim}, bf16);
+        in.exact_values = at::randn({batch, args.kv_heads, args.exact_window, args.head_dim}, bf16);
+        in.exact_positions = in.latent_positions.narrow(1, latent, args.exact_window).contiguous();
+        in.inv_freq = inv_freq;
+        at::Tensor q = at::randn({batch, args.heads, 1, args.head_dim}, bf16);
+        const double scale = 1.0 / std::sqrt(static_cast<double>(args.head_dim));
+        if (!kernels::low_rank_decode_supported(in, args.heads)) {
+          std::printf("%6lld %8lld %5lld  (the low-rank kernel does not support this shape)\n",
+                      static_cast<long long>(batch), static_cast<long long>(length), static_cast<long long>(rank));
+          continue;
+        }
+        at::Tensor out = at::empty_like(q);
+        const double ours_ms =
+            median_ms([&] { kernels::low_rank_decode_attention(q, in, scale, out); }, args.iterations);
+        at::Tensor k = at::randn({batch, args.kv_heads, length, args.head_dim}, bf16), v = at::randn_like(k);
+        const double full_ms = median_ms(
+            [&] { kernels::decode_attention(q, k, v, in.latent_positions, scale, {}, out); }, args.iterations);
+        const at::Tensor old_positions = in.latent_positions.narrow(1, 0, latent);
+        auto rebuild = [&] {
+          auto lift = [&](const at::Tensor& latents, const at::Tensor& up) {
+            return at::matmul(latents.narrow(1, 0, latent), up.t())
+                .view({batch, latent, args.kv_heads, args.head_dim})
+                .transpose(1, 2);
+          };
+          at::Tensor keys =
+              apply_rope(lift(in.key_latents, in.key_up), rope_angles(inv_freq, old_positions, at::kBFloat16));
+          at::Tensor all_keys = at::cat({keys, in.exact_keys}, 2);
+          at::Tensor all_values = at::cat({lift(in.value_latents, in.value_up), in.exact_values}, 2);
+          kernels::decode_attention(q, all_keys, all_values, in.latent_positions, scale, {}, out);
+        };
+        const double rebuild_ms = median_ms(rebuild, args.iterations);
+        const double latent_bytes = 2.0 * static_cast<double>(in.key_latents.nbytes());
+        std::printf("%6lld %8lld %5lld %10.1f | %10.1f %10.1f %10.1f | %8.2fx %10.2fx\n", static_cast<long long>(batch),
+                    static_cast<long long>(length), static_cast<long long>(rank), latent_bytes / 1048576.0,
+                    ours_ms * 1e3, full_ms * 1e3, rebuild_ms * 1e3, full_ms / ours_ms, rebuild_ms / ours_ms);
+      }
+    }
+  }
 }
 
 void run_decode_bench(const BenchArgs& args) {
@@ -95,6 +163,7 @@ void run_decode_bench(const BenchArgs& args) {
       }
     }
   }
+  if (!args.ranks.empty() && args.ranks.front() > 0) run_low_rank_rows(args);
 }
 #else
 void run_decode_bench(const BenchArgs&) { fail_input("command line", "bench decode", "this build has no CUDA"); }
@@ -115,6 +184,9 @@ void add_bench_command(CLI::App& app) {
   decode->add_option("--head-dim", args->head_dim, "64 or 128");
   decode->add_option("--iterations", args->iterations, "timed runs per measurement");
   decode->add_option("--splits", args->splits, "chunks per sequence to try (0 = the kernel's choice)")->delimiter(',');
+  decode->add_option("--low-rank", args->ranks, "CSKV latent ranks (K = V) for the low-rank rows; 0 = none")
+      ->delimiter(',');
+  decode->add_option("--exact-window", args->exact_window, "CSKV: exact recent tokens beside the latents");
   decode->callback([args] { run_decode_bench(*args); });
 }
 

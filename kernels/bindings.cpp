@@ -1,11 +1,13 @@
 #include "kernels/bindings.h"
 
 #include <ATen/core/grad_mode.h>
+
 #include <algorithm>
 #include <stdexcept>
 #include <string>
 
 #include "kernels/decode_attention.h"
+#include "kernels/low_rank_decode_attention.h"
 #include "kernels/rms_norm.h"
 
 #ifdef KVFORGE_HAVE_CUDA
@@ -18,9 +20,9 @@ bool rms_norm_supported(const at::Tensor& x, const at::Tensor& weight) {
 #ifdef KVFORGE_HAVE_CUDA
   const bool needs_grad = at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad());
   const auto dtype = x.scalar_type();
-  return !needs_grad && x.is_cuda() && weight.device() == x.device() && x.is_contiguous() &&
-         weight.is_contiguous() && (dtype == at::kFloat || dtype == at::kBFloat16) &&
-         weight.scalar_type() == dtype && weight.dim() == 1 && x.dim() >= 1 && weight.size(0) == x.size(-1);
+  return !needs_grad && x.is_cuda() && weight.device() == x.device() && x.is_contiguous() && weight.is_contiguous() &&
+         (dtype == at::kFloat || dtype == at::kBFloat16) && weight.scalar_type() == dtype && weight.dim() == 1 &&
+         x.dim() >= 1 && weight.size(0) == x.size(-1);
 #else
   return false;
 #endif
@@ -33,12 +35,14 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   const int64_t dim = x.size(-1), rows = x.numel() / dim;
   cudaStream_t stream = at::cuda::getCurrentCUDAStream(x.device().index());
   cudaError_t status = x.scalar_type() == at::kFloat
-      ? launch_rms_norm_f32(x.data_ptr<float>(), weight.data_ptr<float>(), out.data_ptr<float>(), rows, dim,
-                            static_cast<float>(eps), stream)
-      : launch_rms_norm_bf16(reinterpret_cast<const uint16_t*>(x.data_ptr()),
-                             reinterpret_cast<const uint16_t*>(weight.data_ptr()),
-                             reinterpret_cast<uint16_t*>(out.data_ptr()), rows, dim, static_cast<float>(eps), stream);
-  if (status != cudaSuccess) throw std::runtime_error(std::string("rms_norm launch failed: ") + cudaGetErrorString(status));
+                           ? launch_rms_norm_f32(x.data_ptr<float>(), weight.data_ptr<float>(), out.data_ptr<float>(),
+                                                 rows, dim, static_cast<float>(eps), stream)
+                           : launch_rms_norm_bf16(reinterpret_cast<const uint16_t*>(x.data_ptr()),
+                                                  reinterpret_cast<const uint16_t*>(weight.data_ptr()),
+                                                  reinterpret_cast<uint16_t*>(out.data_ptr()), rows, dim,
+                                                  static_cast<float>(eps), stream);
+  if (status != cudaSuccess)
+    throw std::runtime_error(std::string("rms_norm launch failed: ") + cudaGetErrorString(status));
   return out;
 #else
   return x;
@@ -103,8 +107,9 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
   const int device = q.device().index();
   DecodeAttentionParams params;
   params.shape = shape;
-  params.splits = splits > 0 ? static_cast<int>(std::min(splits, shape.slots))
-                             : decode_attention_splits(shape, at::cuda::getDeviceProperties(device)->multiProcessorCount);
+  params.splits = splits > 0
+                      ? static_cast<int>(std::min(splits, shape.slots))
+                      : decode_attention_splits(shape, at::cuda::getDeviceProperties(device)->multiProcessorCount);
   at::Tensor workspace =
       at::empty({decode_attention_workspace_floats(shape, params.splits)}, q.options().dtype(at::kFloat));
   params.q = reinterpret_cast<const uint16_t*>(q.data_ptr());
@@ -150,6 +155,130 @@ at::Tensor decode_attention_reference(const at::Tensor& q, const at::Tensor& k, 
   decode_attention_reference(q64.data_ptr<double>(), k64.data_ptr<double>(), v64.data_ptr<double>(),
                              held.data_ptr<int64_t>(), query_positions.data_ptr<int64_t>(), out.data_ptr<double>(),
                              decode_shape(q64, k64), DecodeWindow{window.sink, window.window}, scale);
+  return out;
+}
+
+namespace {
+
+LowRankDecodeShape low_rank_shape(const at::Tensor& q, const LowRankDecodeInputs& inputs) {
+  LowRankDecodeShape shape;
+  shape.batch = q.size(0);
+  shape.heads = q.size(1);
+  shape.kv_heads = inputs.exact_keys.size(1);
+  shape.head_dim = q.size(3);
+  shape.key_rank = inputs.key_latents.size(2);
+  shape.value_rank = inputs.value_latents.size(2);
+  shape.latent_stride = inputs.key_latents.size(1);
+  shape.latent_tokens = inputs.latent_tokens;
+  shape.exact_tokens = inputs.exact_keys.size(2);
+  return shape;
+}
+
+}  // namespace
+
+bool low_rank_decode_supported(const LowRankDecodeInputs& inputs, int64_t query_heads) {
+#ifdef KVFORGE_HAVE_CUDA
+  const LowRankDecodeInputs& in = inputs;
+  if (!in.exact_keys.defined() || !in.exact_keys.is_cuda()) return false;
+  const at::Device device = in.exact_keys.device();
+  for (const at::Tensor* t : {&in.key_latents, &in.value_latents, &in.key_up, &in.value_up, &in.exact_keys,
+                              &in.exact_values, &in.key_bias, &in.value_bias}) {
+    const bool optional = t == &in.key_bias || t == &in.value_bias;
+    if (optional && !t->defined()) continue;
+    if (!t->defined() || t->device() != device || t->scalar_type() != at::kBFloat16 || !t->is_contiguous())
+      return false;
+  }
+  for (const at::Tensor* t : {&in.latent_positions, &in.exact_positions})
+    if (!t->defined() || t->device() != device || t->scalar_type() != at::kLong || !t->is_contiguous()) return false;
+  if (!in.inv_freq.defined() || in.inv_freq.device() != device || in.inv_freq.scalar_type() != at::kFloat ||
+      !in.inv_freq.is_contiguous())
+    return false;
+  if (in.key_latents.dim() != 3 || in.value_latents.dim() != 3 || in.exact_keys.dim() != 4) return false;
+  const int64_t batch = in.exact_keys.size(0), kv_heads = in.exact_keys.size(1), dim = in.exact_keys.size(3);
+  const int64_t width = kv_heads * dim, tokens = in.key_latents.size(1);
+  const int64_t key_rank = in.key_latents.size(2), value_rank = in.value_latents.size(2);
+  return kv_heads > 0 && query_heads % kv_heads == 0 &&
+         low_rank_decode_supported(dim, query_heads / kv_heads, key_rank, value_rank) &&
+         in.key_latents.size(0) == batch && in.value_latents.size(0) == batch && in.value_latents.size(1) == tokens &&
+         in.latent_tokens >= 0 && in.latent_tokens <= tokens &&
+         in.key_up.sizes() == at::IntArrayRef({width, key_rank}) &&
+         in.value_up.sizes() == at::IntArrayRef({width, value_rank}) &&
+         (!in.key_bias.defined() || in.key_bias.numel() == width) &&
+         (!in.value_bias.defined() || in.value_bias.numel() == width) &&
+         in.latent_positions.sizes() == at::IntArrayRef({batch, tokens}) &&
+         in.exact_values.sizes() == in.exact_keys.sizes() &&
+         in.exact_positions.sizes() == at::IntArrayRef({batch, in.exact_keys.size(2)}) &&
+         in.inv_freq.numel() == dim / 2;
+#else
+  (void)inputs, (void)query_heads;
+  return false;
+#endif
+}
+
+at::Tensor low_rank_decode_attention(const at::Tensor& q, const LowRankDecodeInputs& inputs, double scale,
+                                     at::Tensor out, int64_t splits) {
+  const bool query_fits = q.dim() == 4 && q.size(2) == 1 && q.scalar_type() == at::kBFloat16 && q.is_contiguous() &&
+                          q.device() == inputs.exact_keys.device() && q.size(0) == inputs.exact_keys.size(0) &&
+                          q.size(3) == inputs.exact_keys.size(3) && !(at::GradMode::is_enabled() && q.requires_grad());
+  if (!query_fits || !low_rank_decode_supported(inputs, q.size(1)))
+    throw std::invalid_argument("kernels::low_rank_decode_attention: unsupported tensors");
+#ifdef KVFORGE_HAVE_CUDA
+  if (!out.defined()) out = at::empty_like(q);
+  const LowRankDecodeShape shape = low_rank_shape(q, inputs);
+  const int device = q.device().index();
+  LowRankDecodeParams params;
+  params.shape = shape;
+  params.splits = splits > 0
+                      ? static_cast<int>(splits)
+                      : low_rank_decode_splits(shape, at::cuda::getDeviceProperties(device)->multiProcessorCount);
+  at::Tensor workspace = at::empty({std::max<int64_t>(1, low_rank_decode_workspace_floats(shape, params.splits))},
+                                   q.options().dtype(at::kFloat));
+  auto bf16 = [](const at::Tensor& t) {
+    return t.defined() ? reinterpret_cast<const uint16_t*>(t.data_ptr()) : nullptr;
+  };
+  params.q = bf16(q);
+  params.key_latents = bf16(inputs.key_latents);
+  params.value_latents = bf16(inputs.value_latents);
+  params.key_up = bf16(inputs.key_up);
+  params.value_up = bf16(inputs.value_up);
+  params.key_bias = bf16(inputs.key_bias);
+  params.value_bias = bf16(inputs.value_bias);
+  params.latent_positions = inputs.latent_positions.data_ptr<int64_t>();
+  params.exact_keys = bf16(inputs.exact_keys);
+  params.exact_values = bf16(inputs.exact_values);
+  params.exact_positions = inputs.exact_positions.data_ptr<int64_t>();
+  params.inv_freq = inputs.inv_freq.data_ptr<float>();
+  params.out = reinterpret_cast<uint16_t*>(out.data_ptr());
+  params.scale = static_cast<float>(scale);
+  params.workspace = workspace.data_ptr<float>();
+  cudaError_t status = launch_low_rank_decode_attention_bf16(params, at::cuda::getCurrentCUDAStream(device));
+  if (status != cudaSuccess)
+    throw std::runtime_error(std::string("low_rank_decode_attention launch failed: ") + cudaGetErrorString(status));
+  return out;
+#else
+  (void)scale, (void)splits;
+  return out;
+#endif
+}
+
+at::Tensor low_rank_decode_attention_reference(const at::Tensor& q, const LowRankDecodeInputs& inputs, double scale) {
+  auto f64 = [](const at::Tensor& t) { return t.detach().to(at::kCPU, at::kDouble).contiguous(); };
+  auto i64 = [](const at::Tensor& t) { return t.detach().to(at::kCPU, at::kLong).contiguous(); };
+  const at::Tensor q64 = f64(q), key_latents = f64(inputs.key_latents), value_latents = f64(inputs.value_latents);
+  const at::Tensor key_up = f64(inputs.key_up), value_up = f64(inputs.value_up);
+  const at::Tensor key_bias = inputs.key_bias.defined() ? f64(inputs.key_bias) : at::Tensor();
+  const at::Tensor value_bias = inputs.value_bias.defined() ? f64(inputs.value_bias) : at::Tensor();
+  const at::Tensor exact_keys = f64(inputs.exact_keys), exact_values = f64(inputs.exact_values);
+  const at::Tensor latent_positions = i64(inputs.latent_positions), exact_positions = i64(inputs.exact_positions);
+  const at::Tensor inv_freq = inputs.inv_freq.detach().to(at::kCPU, at::kFloat).contiguous();
+  at::Tensor out = at::empty_like(q64);
+  low_rank_decode_attention_reference(
+      q64.data_ptr<double>(), key_latents.data_ptr<double>(), value_latents.data_ptr<double>(),
+      key_up.data_ptr<double>(), value_up.data_ptr<double>(),
+      key_bias.defined() ? key_bias.data_ptr<double>() : nullptr,
+      value_bias.defined() ? value_bias.data_ptr<double>() : nullptr, latent_positions.data_ptr<int64_t>(),
+      exact_keys.data_ptr<double>(), exact_values.data_ptr<double>(), exact_positions.data_ptr<int64_t>(),
+      inv_freq.data_ptr<float>(), out.data_ptr<double>(), low_rank_shape(q, inputs), scale);
   return out;
 }
 

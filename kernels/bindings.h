@@ -33,11 +33,37 @@ bool decode_attention_supported(const at::Tensor& q, const at::Tensor& k, const 
 // when it has one). Returns [batch, heads, 1, head_dim] bf16, written into `out` when given (tests poison
 // it first). `splits` > 0 overrides the chunks per sequence (benchmarks explore it).
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& positions,
-                            double scale, const DecodeMaskWindow& window = {}, at::Tensor out = {},
-                            int64_t splits = 0);
+                            double scale, const DecodeMaskWindow& window = {}, at::Tensor out = {}, int64_t splits = 0);
 
 // The float64 CPU reference on any tensors of those shapes (returns float64 on the CPU).
 at::Tensor decode_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                       const at::Tensor& positions, double scale, const DecodeMaskWindow& window = {});
+
+// CSKV's bi-branch cache as the low-rank decode kernel reads it (kernels/low_rank_decode_attention.h): latents
+// of every token before RoPE, the first `latent_tokens` attended from them, then the exact window after RoPE.
+struct LowRankDecodeInputs {
+  at::Tensor key_latents;           // [batch, tokens, key_rank]
+  at::Tensor value_latents;         // [batch, tokens, value_rank]
+  at::Tensor key_up, value_up;      // [kv_heads * head_dim, rank]
+  at::Tensor key_bias, value_bias;  // [kv_heads * head_dim] or undefined
+  at::Tensor latent_positions;      // [batch, tokens] int64, -1 = padding
+  int64_t latent_tokens = 0;
+  at::Tensor exact_keys, exact_values;  // [batch, kv_heads, exact, head_dim]
+  at::Tensor exact_positions;           // [batch, exact] int64
+  at::Tensor inv_freq;                  // [head_dim / 2] float32
+};
+
+// True when the kernel can serve one query token per sequence for `query_heads` query heads: built with CUDA,
+// bf16 tensors on one GPU, contiguous, shapes consistent, head_dim 64/128, 1 to 8 query heads per KV head, even
+// ranks up to 256.
+bool low_rank_decode_supported(const LowRankDecodeInputs& inputs, int64_t query_heads);
+
+// q: [batch, heads, 1, head_dim] bf16 after RoPE, contiguous, on the inputs' GPU, no gradient. Returns [batch, heads,
+// 1, head_dim] bf16 (into `out` when given); `splits` > 0 overrides the latent chunks per sequence.
+at::Tensor low_rank_decode_attention(const at::Tensor& q, const LowRankDecodeInputs& inputs, double scale,
+                                     at::Tensor out = {}, int64_t splits = 0);
+
+// The float64 CPU reference on any tensors of those shapes (returns float64 on the CPU).
+at::Tensor low_rank_decode_attention_reference(const at::Tensor& q, const LowRankDecodeInputs& inputs, double scale);
 
 }  // namespace kvforge::kernels

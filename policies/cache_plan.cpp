@@ -1,5 +1,7 @@
 #include "policies/cache_plan.h"
 
+#include <algorithm>
+
 #include "runtime/rope.h"
 
 namespace kvforge {
@@ -18,10 +20,14 @@ std::unique_ptr<KVCache> make_cache(const CachePlan& plan, const ModelConfig& co
     case CacheLayout::kMixedHeads:
       return std::make_unique<MixedHeadKVCache>(plan.heads.streaming, plan.heads.sink_tokens, plan.heads.recent_tokens,
                                                 batch, config.head_dim, capacity, options);
-    case CacheLayout::kLowRank:
-      return std::make_unique<LowRankKVCache>(plan.low_rank.factors, plan.low_rank.options, batch,
-                                              config.num_kv_heads, config.head_dim,
-                                              rope_inverse_frequencies(config.rope, config.head_dim), options);
+    case CacheLayout::kLowRank: {
+      // The decode kernel attends every held token: models with sliding-window layers keep the masked path.
+      const bool windowed = std::any_of(config.sliding_window.begin(), config.sliding_window.end(),
+                                        [](int64_t window) { return window > 0; });
+      return std::make_unique<LowRankKVCache>(plan.low_rank.factors, plan.low_rank.options, batch, config.num_kv_heads,
+                                              config.head_dim, rope_inverse_frequencies(config.rope, config.head_dim),
+                                              options, windowed ? 0 : config.num_heads);
+    }
   }
   return nullptr;
 }

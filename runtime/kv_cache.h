@@ -4,6 +4,8 @@
 // compressed layouts (streaming, selected tokens) can keep positions after eviction.
 #include <ATen/ATen.h>
 
+#include "kernels/bindings.h"
+
 #include <memory>
 #include <vector>
 
@@ -21,6 +23,9 @@ struct CachedKV {
   // [kv_heads] bool, when defined: the sink + window rule applies to these heads only (mixed full and
   // streaming heads in one layer, as RLKV and DuoAttention deploy them).
   at::Tensor streaming_heads;
+  // When set (CSKV on the GPU, one query per sequence): keys/values/positions hold only the exact window and the
+  // older tokens are these latents, which attention reads with kernels::low_rank_decode_attention.
+  std::shared_ptr<const kernels::LowRankDecodeInputs> low_rank;
 };
 
 class KVCache {

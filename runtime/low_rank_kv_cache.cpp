@@ -33,13 +33,11 @@ LowRankFactors::LowRankFactors(std::vector<LowRankLayer> layers) : layers_(std::
 
 const std::vector<LowRankLayer>& LowRankFactors::on(const at::TensorOptions& options) const {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (converted_.empty() || converted_options_.device() != options.device() ||
-      converted_options_.dtype() != options.dtype()) {
-    converted_.clear();
-    for (const LowRankLayer& layer : layers_) converted_.push_back(converted(layer, options));
-    converted_options_ = options;
-  }
-  return converted_;
+  std::vector<LowRankLayer>& copy =
+      converted_[options.device().str() + "/" + std::string(c10::toString(options.dtype().toScalarType()))];
+  if (copy.empty())
+    for (const LowRankLayer& layer : layers_) copy.push_back(converted(layer, options));
+  return copy;
 }
 
 std::string low_rank_options_problem(const LowRankFactors& factors, const LowRankCacheOptions& options,
@@ -63,11 +61,12 @@ std::string low_rank_options_problem(const LowRankFactors& factors, const LowRan
 
 LowRankKVCache::LowRankKVCache(std::shared_ptr<const LowRankFactors> factors, const LowRankCacheOptions& options,
                                int64_t batch, int64_t kv_heads, int64_t head_dim, const at::Tensor& inv_freq,
-                               const at::TensorOptions& tensors)
+                               const at::TensorOptions& tensors, int64_t decode_query_heads)
     : factors_(std::move(factors)),
       options_(options),
       kv_heads_(kv_heads),
       head_dim_(head_dim),
+      decode_query_heads_(decode_query_heads),
       inv_freq_(inv_freq.to(tensors.device())),
       dtype_(tensors.dtype().toScalarType()) {
   const std::string problem = low_rank_options_problem(*factors_, options_, kv_heads);
@@ -126,6 +125,30 @@ CachedKV LowRankKVCache::update(int64_t layer_index, const at::Tensor& keys, con
   layer.positions = appended(layer.positions, positions, 1);
   const int64_t total = layer.positions.size(1), exact = layer.exact_keys.size(2);
   if (exact == total) return {layer.exact_keys, layer.exact_values, layer.positions};
+  if (keys.size(2) == 1 && options_.bits == 16 && decode_query_heads_ > 0) {
+    auto inputs = std::make_shared<kernels::LowRankDecodeInputs>();
+    inputs->key_latents = layer.key_latents;
+    inputs->value_latents = layer.value_latents;
+    inputs->key_up = factor.key_up;
+    inputs->value_up = factor.value_up;
+    inputs->key_bias = factor.key_bias;
+    inputs->value_bias = factor.value_bias;
+    inputs->latent_positions = layer.positions;
+    inputs->latent_tokens = total - exact;
+    inputs->exact_keys = layer.exact_keys;
+    inputs->exact_values = layer.exact_values;
+    inputs->exact_positions = layer.positions.narrow(1, total - exact, exact).contiguous();
+    inputs->inv_freq = inv_freq_;
+    if (kernels::low_rank_decode_supported(*inputs, decode_query_heads_)) {
+      CachedKV kv;
+      kv.keys = layer.exact_keys;
+      kv.values = layer.exact_values;
+      kv.positions = inputs->exact_positions;
+      kv.low_rank = std::move(inputs);
+      ++kernel_steps_;
+      return kv;
+    }
+  }
   auto [old_keys, old_values] = rebuilt(layer_index, total - exact);
   return {at::cat({old_keys, layer.exact_keys}, 2), at::cat({old_values, layer.exact_values}, 2), layer.positions};
 }

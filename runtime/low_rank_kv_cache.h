@@ -10,9 +10,12 @@
 // partial group waits unquantized), values per token in runs of one KV head's latent width. bytes() counts the
 // latents, the scales, the waiting group and the exact window: what the cache holds.
 //
-// This is the reference layout: attention rebuilds the old keys and values into temporaries each step.
+// Prefill and the CPU rebuild the old keys and values into temporaries each step; a one-token step on the GPU at
+// 16 bits hands the latents to kernels::low_rank_decode_attention instead, which rebuilds keys tile by tile in
+// shared memory and attends values in the latent space, so nothing the size of the full cache is written.
 #include <ATen/ATen.h>
 
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -33,7 +36,8 @@ struct LowRankLayer {
   at::Tensor value_bias;
 };
 
-// Every layer's factors, kept once on the CPU and copied to a device and dtype on first use there.
+// Every layer's factors, kept once on the CPU and copied to a device and dtype on first use there (each copy
+// lives as long as this object, so caches on different devices can share it).
 class LowRankFactors {
  public:
   explicit LowRankFactors(std::vector<LowRankLayer> layers);
@@ -45,8 +49,7 @@ class LowRankFactors {
  private:
   std::vector<LowRankLayer> layers_;
   mutable std::mutex mutex_;
-  mutable at::TensorOptions converted_options_;
-  mutable std::vector<LowRankLayer> converted_;
+  mutable std::map<std::string, std::vector<LowRankLayer>> converted_;  // by device and dtype
 };
 
 struct LowRankCacheOptions {
@@ -62,9 +65,11 @@ std::string low_rank_options_problem(const LowRankFactors& factors, const LowRan
 
 class LowRankKVCache : public KVCache {
  public:
-  // inv_freq: the model's RoPE inverse frequencies [head_dim / 2] (float32).
+  // inv_freq: the model's RoPE inverse frequencies [head_dim / 2] (float32). decode_query_heads: the model's query
+  // heads when one-token steps may use the decode kernel (no sliding window), else 0.
   LowRankKVCache(std::shared_ptr<const LowRankFactors> factors, const LowRankCacheOptions& options, int64_t batch,
-                 int64_t kv_heads, int64_t head_dim, const at::Tensor& inv_freq, const at::TensorOptions& tensors);
+                 int64_t kv_heads, int64_t head_dim, const at::Tensor& inv_freq, const at::TensorOptions& tensors,
+                 int64_t decode_query_heads = 0);
 
   void attention_input(int64_t layer, const at::Tensor& hidden) override;
   CachedKV update(int64_t layer, const at::Tensor& keys, const at::Tensor& values,
@@ -75,6 +80,7 @@ class LowRankKVCache : public KVCache {
 
   int64_t exact_tokens(int64_t layer) const { return layers_.at(layer).exact_keys.size(2); }
   int64_t quantized_tokens(int64_t layer) const { return layers_.at(layer).quantized_tokens; }
+  int64_t kernel_steps() const { return kernel_steps_; }  // layer steps handed to the decode kernel
 
  private:
   struct Layer {
@@ -94,10 +100,11 @@ class LowRankKVCache : public KVCache {
   std::shared_ptr<const LowRankFactors> factors_;
   const std::vector<LowRankLayer>* device_factors_;
   LowRankCacheOptions options_;
-  int64_t kv_heads_, head_dim_;
+  int64_t kv_heads_, head_dim_, decode_query_heads_;
   at::Tensor inv_freq_;
   at::ScalarType dtype_;
   std::vector<Layer> layers_;
+  int64_t kernel_steps_ = 0;
 };
 
 }  // namespace kvforge

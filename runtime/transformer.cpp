@@ -90,6 +90,8 @@ at::Tensor MlpImpl::forward(const at::Tensor& x) {
 }
 
 at::Tensor AttentionImpl::attend(const at::Tensor& q, const CachedKV& kv, const at::Tensor& positions) const {
+  if (kv.low_rank)
+    return kernels::low_rank_decode_attention(q, *kv.low_rank, 1.0 / std::sqrt(static_cast<double>(head_dim)));
   // Decode (one query per sequence) over a cache: every held slot precedes the query, so the kernel
   // needs only slot validity plus at most one window (the cache's streaming one or the model's).
   const bool one_window = (sliding_window == 0 || kv.window_tokens == 0) && !kv.streaming_heads.defined();

@@ -262,5 +262,44 @@ TEST(CskvArtifact, RoundTripsIntoThePolicyAndNamesMalformedTensors) {
   EXPECT_INPUT_ERROR(cskv_factors(std::make_shared<const Artifact>(broken)), "c.safetensors", "layers.1.key_up");
 }
 
+// On CUDA in bf16 the decode steps go through the low-rank kernel and agree with the CPU's fp32 rebuild path
+// (small-base-gpu: head_dim 64, 3 query heads per KV head; rank 48 of 128, a 6-token exact window).
+TEST(LowRankCacheOnCuda, DecodeKernelMatchesTheCpuRebuild) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (CI has none; run on the GPU machine)";
+  torch::NoGradGuard no_grad;
+  LoadedModel cpu = load_model(testing::fixture("../../models/small-base-gpu"), at::kCPU, at::kFloat);
+  LoadedModel gpu =
+      load_model(testing::fixture("../../models/small-base-gpu"), at::Device(at::kCUDA, 0), at::kBFloat16);
+  cskv::FitOptions options;
+  options.init = cskv::Init::kSvd;
+  options.key_rank = options.value_rank = 48;
+  std::vector<LowRankLayer> layers = cskv::initial_factors(cpu.model, options, {});
+  for (LowRankLayer& layer : layers)
+    for (at::Tensor* tensor : {&layer.key_down, &layer.key_up, &layer.value_down, &layer.value_up})
+      *tensor = tensor->detach();
+  auto factors = std::make_shared<const LowRankFactors>(std::move(layers));
+  const ModelConfig& config = cpu.config;
+  const at::Tensor inv_freq = rope_inverse_frequencies(config.rope, config.head_dim);
+  LowRankKVCache cpu_cache(factors, {6, 32, 16}, 2, config.num_kv_heads, config.head_dim, inv_freq, at::kFloat);
+  LowRankKVCache gpu_cache(factors, {6, 32, 16}, 2, config.num_kv_heads, config.head_dim, inv_freq,
+                           at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16), config.num_heads);
+  at::manual_seed(45);
+  const int64_t prompt = 300, steps = 10;
+  const at::Tensor ids = at::randint(0, 256, {2, prompt + steps}, at::kLong);
+  at::Tensor positions = at::arange(prompt + steps, at::kLong).unsqueeze(0).repeat({2, 1});
+  positions[1].narrow(0, 0, 20).fill_(-1);  // left padding in the second sequence
+  cpu.model->forward(ids.narrow(1, 0, prompt), positions.narrow(1, 0, prompt), &cpu_cache);
+  gpu.model->forward(ids.narrow(1, 0, prompt).cuda(), positions.narrow(1, 0, prompt).cuda(), &gpu_cache);
+  for (int64_t t = prompt; t < prompt + steps; ++t) {
+    const at::Tensor step_ids = ids.narrow(1, t, 1), step_positions = positions.narrow(1, t, 1);
+    const at::Tensor expected = cpu.model->forward(step_ids, step_positions, &cpu_cache);
+    const at::Tensor got =
+        gpu.model->forward(step_ids.cuda(), step_positions.cuda(), &gpu_cache).to(at::kCPU, at::kFloat);
+    EXPECT_LT(((got - expected).abs().max() / expected.abs().max()).item<double>(), 5e-2) << "step " << t;
+  }
+  EXPECT_EQ(gpu_cache.kernel_steps(), steps * config.num_layers);
+  EXPECT_EQ(cpu_cache.kernel_steps(), 0);
+}
+
 }  // namespace
 }  // namespace kvforge

@@ -1,6 +1,5 @@
 // Kernels against their float64 CPU references (GPU cases skip without CUDA).
 #include <gtest/gtest.h>
-
 #include <torch/cuda.h>
 #include <torch/utils.h>
 
@@ -8,6 +7,7 @@
 #include "policies/policy.h"
 #include "runtime/generate.h"
 #include "runtime/model_loader.h"
+#include "runtime/rope.h"
 #include "runtime/transformer.h"
 #include "tests/test_util.h"
 
@@ -134,7 +134,8 @@ TEST_P(DecodeAttentionGpu, MatchesFloat64ReferenceOnAViewOfALargerCache) {
 TEST(DecodeAttentionInTheModel, MatchesTheMaskedPath) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (CI has none; run on the GPU machine)";
   torch::NoGradGuard no_grad;
-  LoadedModel gpu = load_model(testing::fixture("../../models/small-base-gpu"), at::Device(at::kCUDA, 0), at::kBFloat16);
+  LoadedModel gpu =
+      load_model(testing::fixture("../../models/small-base-gpu"), at::Device(at::kCUDA, 0), at::kBFloat16);
   LoadedModel cpu = load_model(testing::fixture("../../models/small-base-gpu"), at::kCPU, at::kFloat);
   at::manual_seed(44);
   const int64_t prompt = 90, steps = 12;
@@ -156,15 +157,114 @@ TEST(DecodeAttentionInTheModel, MatchesTheMaskedPath) {
     cpu.model->forward(ids.narrow(1, 0, prompt), positions.narrow(1, 0, prompt), cpu_cache.get());
     for (int64_t t = prompt; t < prompt + steps; ++t) {
       at::Tensor step_ids = ids.narrow(1, t, 1), step_positions = positions.narrow(1, t, 1);
-      at::Tensor got = gpu.model->forward(step_ids.cuda(), step_positions.cuda(), gpu_cache.get()).to(at::kCPU, at::kFloat);
-      at::Tensor expected = spec == "full" ? full.narrow(1, t, 1)
-                                           : cpu.model->forward(step_ids, step_positions, cpu_cache.get());
+      at::Tensor got =
+          gpu.model->forward(step_ids.cuda(), step_positions.cuda(), gpu_cache.get()).to(at::kCPU, at::kFloat);
+      at::Tensor expected =
+          spec == "full" ? full.narrow(1, t, 1) : cpu.model->forward(step_ids, step_positions, cpu_cache.get());
       const double error = ((got - expected).abs().max() / expected.abs().max()).item<double>();
       // Score-selected tokens (SnapKV) may differ between bf16 and fp32 scoring, hence its wider bound.
       EXPECT_LT(error, spec.rfind("snapkv", 0) == 0 ? 0.1 : 5e-2) << spec << " step " << t;
     }
   }
 }
+
+// The low-rank reference agrees with rebuilding keys and values by torch ops (RoPE at each token's position) and
+// attending them on the masked fp64 path.
+TEST(LowRankDecodeAttention, ReferenceMatchesRebuildingThroughTorch) {
+  at::manual_seed(21);
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  const int64_t batch = 2, kv_heads = 2, group = 3, dim = 16, latent = 30, exact = 5, tokens = latent + exact;
+  kernels::LowRankDecodeInputs in;
+  in.key_latents = at::randn({batch, tokens, 12}, f64);
+  in.value_latents = at::randn({batch, tokens, 10}, f64);
+  in.key_up = at::randn({kv_heads * dim, 12}, f64) / 3;
+  in.value_up = at::randn({kv_heads * dim, 10}, f64) / 3;
+  in.key_bias = at::randn({kv_heads * dim}, f64);
+  in.value_bias = at::randn({kv_heads * dim}, f64);
+  in.latent_positions = at::arange(tokens, at::kLong).unsqueeze(0).repeat({batch, 1}) + 100;
+  in.latent_positions[1].narrow(0, 0, 7).fill_(-1);  // left padding
+  in.latent_tokens = latent;
+  in.exact_keys = at::randn({batch, kv_heads, exact, dim}, f64);
+  in.exact_values = at::randn({batch, kv_heads, exact, dim}, f64);
+  in.exact_positions = in.latent_positions.narrow(1, latent, exact).contiguous();
+  in.inv_freq = rope_inverse_frequencies({}, dim);
+  const at::Tensor q = at::randn({batch, kv_heads * group, 1, dim}, f64);
+  auto lift = [&](const at::Tensor& latents, const at::Tensor& up, const at::Tensor& bias) {
+    return (at::matmul(latents.narrow(1, 0, latent), up.t()) + bias)
+        .view({batch, latent, kv_heads, dim})
+        .transpose(1, 2);
+  };
+  const at::Tensor old_positions = in.latent_positions.narrow(1, 0, latent);
+  const at::Tensor keys = at::cat(
+      {apply_rope(lift(in.key_latents, in.key_up, in.key_bias), rope_angles(in.inv_freq, old_positions, at::kDouble)),
+       in.exact_keys},
+      2);
+  const at::Tensor values = at::cat({lift(in.value_latents, in.value_up, in.value_bias), in.exact_values}, 2);
+  const at::Tensor query_positions = at::full({batch, 1}, 200, at::kLong);
+  const at::Tensor expected =
+      grouped_attention(q, keys, values, attention_mask(query_positions, in.latent_positions, 0));
+  const at::Tensor got = kernels::low_rank_decode_attention_reference(q, in, 1.0 / std::sqrt(16.0));
+  // rope_angles rounds its angles to fp32 as the model does; the reference keeps float64 products.
+  EXPECT_LT((got - expected).abs().max().item<double>(), 1e-4);
+  in.latent_positions[0][3] = 7;  // the reference really rotates at the stored positions
+  EXPECT_GT((kernels::low_rank_decode_attention_reference(q, in, 0.25) - got).abs().max().item<double>(), 1e-4);
+}
+
+// batch, latent tokens, exact tokens, query heads per KV head, head_dim, key rank, value rank.
+using LowRankCase = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
+class LowRankDecodeGpu : public ::testing::TestWithParam<LowRankCase> {};
+
+TEST_P(LowRankDecodeGpu, MatchesFloat64Reference) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (CI has none; run on the GPU machine)";
+  const auto [batch, latent, exact, group, dim, key_rank, value_rank] = GetParam();
+  const int64_t kv_heads = group == 8 ? 4 : 2, heads = kv_heads * group, width = kv_heads * dim;
+  const int64_t tokens = latent + exact;
+  at::manual_seed(batch * 7919 + latent * 31 + exact * 13 + group * 7 + dim + key_rank);
+  torch::NoGradGuard no_grad;
+  const auto bf16 = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+  kernels::LowRankDecodeInputs in;
+  in.key_latents = (1.5 * at::randn({batch, tokens, key_rank})).to(bf16);
+  in.value_latents = at::randn({batch, tokens, value_rank}).to(bf16);
+  in.key_up = (at::randn({width, key_rank}) / std::sqrt(static_cast<double>(key_rank)) * 2).to(bf16);
+  in.value_up = (at::randn({width, value_rank}) / std::sqrt(static_cast<double>(value_rank))).to(bf16);
+  if (key_rank % 32 != 0) {  // biased projections (Qwen2) on the cases with odd-sized tiles
+    in.key_bias = at::randn({width}).to(bf16);
+    in.value_bias = at::randn({width}).to(bf16);
+  }
+  at::Tensor positions = at::arange(tokens, at::kLong).unsqueeze(0).repeat({batch, 1});
+  if (batch > 1) {  // left padding whose latents hold NaN: they must not reach the output
+    const int64_t padding = std::min<int64_t>(latent, 17);
+    positions[batch - 1].narrow(0, 0, padding).fill_(-1);
+    in.key_latents[batch - 1].narrow(0, 0, padding).fill_(std::nan(""));
+    in.value_latents[batch - 1].narrow(0, 0, padding).fill_(std::nan(""));
+  }
+  in.latent_positions = positions.cuda();
+  in.latent_tokens = latent;
+  in.exact_keys = at::randn({batch, kv_heads, exact, dim}).to(bf16);
+  in.exact_values = at::randn({batch, kv_heads, exact, dim}).to(bf16);
+  in.exact_positions = in.latent_positions.narrow(1, latent, exact).contiguous();
+  in.inv_freq = rope_inverse_frequencies({}, dim).cuda();
+  ASSERT_TRUE(kernels::low_rank_decode_supported(in, heads));
+  const at::Tensor q = at::randn({batch, heads, 1, dim}).to(bf16);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(dim));
+  at::Tensor out = at::full({batch, heads, 1, dim}, std::nan(""), bf16);  // poisoned
+  kernels::low_rank_decode_attention(q, in, scale, out);
+  const at::Tensor reference = kernels::low_rank_decode_attention_reference(q, in, scale);
+  const at::Tensor got = out.to(at::kCPU, at::kDouble);
+  ASSERT_FALSE(got.isnan().any().item<bool>());
+  // bf16 output rounding (2^-8 relative), fp32 angles at positions up to 128k, fp32 accumulation.
+  const double error = ((got - reference).abs().max() / reference.abs().max()).item<double>();
+  EXPECT_LT(error, 1.5e-2) << "batch " << batch << " latent " << latent << " exact " << exact << " group " << group
+                           << " dim " << dim << " ranks " << key_rank << "/" << value_rank;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, LowRankDecodeGpu,
+    ::testing::Values(LowRankCase{1, 1, 0, 4, 128, 256, 256}, LowRankCase{2, 17, 3, 1, 64, 24, 24},
+                      LowRankCase{5, 300, 32, 3, 64, 64, 64}, LowRankCase{3, 1000, 1, 4, 128, 256, 256},
+                      LowRankCase{2, 0, 5, 4, 128, 64, 64}, LowRankCase{64, 257, 8, 8, 64, 40, 72},
+                      LowRankCase{8, 4095, 32, 4, 128, 256, 256}, LowRankCase{1, 32768, 32, 4, 128, 256, 128},
+                      LowRankCase{1, 131040, 32, 8, 128, 128, 256}, LowRankCase{16, 16384, 32, 3, 64, 30, 34}));
 
 INSTANTIATE_TEST_SUITE_P(Shapes, DecodeAttentionGpu,
                          ::testing::Values(std::make_tuple(1, 1, 4, 128), std::make_tuple(2, 17, 1, 64),
