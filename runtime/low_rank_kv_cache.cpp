@@ -27,6 +27,12 @@ at::Tensor appended(const at::Tensor& store, const at::Tensor& more, int64_t dim
   return store.defined() && store.size(dim) > 0 ? at::cat({store, more}, dim) : more;
 }
 
+void append_block(QuantizedBlock& store, const QuantizedBlock& more, int64_t dim) {
+  store.codes = appended(store.codes, more.codes, dim);
+  store.scale = appended(store.scale, more.scale, dim);
+  store.minimum = appended(store.minimum, more.minimum, dim);
+}
+
 }  // namespace
 
 LowRankFactors::LowRankFactors(std::vector<LowRankLayer> layers) : layers_(std::move(layers)) {}
@@ -93,11 +99,8 @@ std::pair<at::Tensor, at::Tensor> LowRankKVCache::rebuilt(int64_t layer_index, i
   const LowRankLayer& factor = (*device_factors_)[layer_index];
   at::Tensor key_latents = layer.key_latents, value_latents = layer.value_latents;
   if (layer.quantized_tokens > 0) {
-    std::vector<at::Tensor> keys;
-    for (const QuantizedBlock& block : layer.key_blocks)
-      keys.push_back(dequantize_keys_per_channel(block, options_.bits, dtype_).squeeze(1));
-    keys.push_back(key_latents);
-    key_latents = at::cat(keys, 1);
+    const at::Tensor stored = dequantize_keys_per_channel(layer.key_block, options_.bits, dtype_);
+    key_latents = at::cat({stored.reshape({stored.size(0), layer.quantized_tokens, -1}), key_latents}, 1);
     const int64_t per_head = factor.value_down.size(0) / kv_heads_;
     value_latents = at::cat(
         {dequantize_values_per_token(layer.value_block, options_.bits, per_head, dtype_).squeeze(1), value_latents}, 1);
@@ -164,24 +167,22 @@ void LowRankKVCache::after_attention(int64_t layer_index, const at::Tensor&, con
   if (options_.bits == 16) return;
   const int64_t group = options_.group, bits = options_.bits;
   const int64_t per_head = layer.value_latents.size(2) / kv_heads_;
-  // Latents are packed a whole key group at a time (the keys of a group share per-channel scales).
-  while (layer.key_latents.size(1) >= group) {
-    // [batch, 1, group, rank]: one quantization group of tokens, every latent channel with its own scale
-    layer.key_blocks.push_back(quantize_keys_per_channel(layer.key_latents.narrow(1, 0, group).unsqueeze(1), bits));
-    QuantizedBlock values =
-        quantize_values_per_token(layer.value_latents.narrow(1, 0, group).unsqueeze(1), bits, per_head);
-    if (layer.quantized_tokens == 0) {
-      layer.value_block = values;
-    } else {
-      layer.value_block.codes = at::cat({layer.value_block.codes, values.codes}, 2);
-      layer.value_block.scale = at::cat({layer.value_block.scale, values.scale}, 2);
-      layer.value_block.minimum = at::cat({layer.value_block.minimum, values.minimum}, 2);
-    }
-    layer.quantized_tokens += group;
-    const int64_t left = layer.key_latents.size(1) - group;
-    layer.key_latents = layer.key_latents.narrow(1, group, left).clone();
-    layer.value_latents = layer.value_latents.narrow(1, group, left).clone();
-  }
+  // Latents are packed in whole key groups (the keys of a group share per-channel scales), all at once.
+  const int64_t whole = layer.key_latents.size(1) / group * group;
+  if (whole == 0) return;
+  const at::Tensor key_latents = layer.key_latents.narrow(1, 0, whole);
+  // [batch, groups, group, rank]: every latent channel of a group of tokens has its own scale
+  const QuantizedBlock keys = quantize_keys_per_channel(
+      key_latents.reshape({key_latents.size(0), whole / group, group, key_latents.size(2)}), bits);
+  const QuantizedBlock values =
+      quantize_values_per_token(layer.value_latents.narrow(1, 0, whole).unsqueeze(1), bits, per_head);
+  append_block(layer.key_block, keys, 1);
+  append_block(layer.value_block, values, 2);
+  layer.quantized_tokens += whole;
+  const int64_t left = layer.key_latents.size(1) - whole;
+  // clone: a narrowed view would keep the quantized tokens' latents alive
+  layer.key_latents = layer.key_latents.narrow(1, whole, left).clone();
+  layer.value_latents = layer.value_latents.narrow(1, whole, left).clone();
 }
 
 int64_t LowRankKVCache::bytes() const {
@@ -190,9 +191,8 @@ int64_t LowRankKVCache::bytes() const {
   };
   int64_t total = 0;
   for (const Layer& layer : layers_) {
-    for (const QuantizedBlock& block : layer.key_blocks) total += block_bytes(block);
-    total += block_bytes(layer.value_block) + layer.key_latents.nbytes() + layer.value_latents.nbytes() +
-             layer.exact_keys.nbytes() + layer.exact_values.nbytes();
+    total += block_bytes(layer.key_block) + block_bytes(layer.value_block) + layer.key_latents.nbytes() +
+             layer.value_latents.nbytes() + layer.exact_keys.nbytes() + layer.exact_values.nbytes();
   }
   return total;
 }

@@ -84,9 +84,9 @@ class LowRankKVCache : public KVCache {
 
  private:
   struct Layer {
-    at::Tensor pending_input;                // [batch, new_tokens, hidden] from attention_input(), until update()
-    std::vector<QuantizedBlock> key_blocks;  // packed key latents, one per group of tokens (bits < 16)
-    QuantizedBlock value_block;              // packed value latents of the quantized tokens (bits < 16)
+    at::Tensor pending_input;    // [batch, new_tokens, hidden] from attention_input(), until update()
+    QuantizedBlock key_block;    // packed key latents (bits < 16): codes [batch, groups, group, packed rank]
+    QuantizedBlock value_block;  // packed value latents: codes [batch, 1, quantized tokens, packed rank]
     int64_t quantized_tokens = 0;
     at::Tensor key_latents;    // [batch, tokens, key_rank]: every token at 16 bits, else the waiting group
     at::Tensor value_latents;  // [batch, tokens, value_rank], likewise

@@ -43,7 +43,7 @@ QuantizedBlock quantize_over(const at::Tensor& x, int64_t dim, int64_t bits) {
 }  // namespace
 
 QuantizedBlock quantize_keys_per_channel(const at::Tensor& keys, int64_t bits) {
-  QuantizedBlock block = quantize_over(keys, /*dim=*/2, bits);
+  QuantizedBlock block = quantize_over(keys, /*dim=*/-2, bits);
   block.codes = pack(block.codes, bits);
   return block;
 }
@@ -93,11 +93,10 @@ QuantizedKVCache::QuantizedKVCache(int64_t num_layers, int64_t batch, int64_t kv
 }
 
 at::Tensor QuantizedKVCache::dequantized_keys(const Layer& layer) const {
-  std::vector<at::Tensor> parts;
-  for (const QuantizedBlock& group : layer.key_groups)
-    parts.push_back(dequantize_keys_per_channel(group, quantization_.bits, dtype_));
-  parts.push_back(layer.recent_keys);
-  return at::cat(parts, 2);
+  if (layer.quantized_tokens == 0) return layer.recent_keys;
+  // codes [batch, kv_heads, groups, group, packed]: one dequantization for every group at once
+  const at::Tensor keys = dequantize_keys_per_channel(layer.keys, quantization_.bits, dtype_);
+  return at::cat({keys.flatten(2, 3), layer.recent_keys}, 2);
 }
 
 at::Tensor QuantizedKVCache::dequantized_values(const Layer& layer) const {
@@ -120,22 +119,24 @@ void QuantizedKVCache::after_attention(int64_t layer_index, const at::Tensor& /*
                                        const at::Tensor& /*positions*/) {
   Layer& layer = layers_.at(layer_index);
   const int64_t group = quantization_.group_size, bits = quantization_.bits;
-  // Tokens leave the full-precision window a whole key group at a time (keys share scales per group).
-  while (layer.recent_keys.size(2) - group >= quantization_.residual_tokens) {
-    layer.key_groups.push_back(quantize_keys_per_channel(layer.recent_keys.narrow(2, 0, group), bits));
-    QuantizedBlock values = quantize_values_per_token(layer.recent_values.narrow(2, 0, group), bits, group);
-    if (layer.quantized_tokens == 0) {
-      layer.values = values;
-    } else {
-      layer.values.codes = at::cat({layer.values.codes, values.codes}, 2);
-      layer.values.scale = at::cat({layer.values.scale, values.scale}, 2);
-      layer.values.minimum = at::cat({layer.values.minimum, values.minimum}, 2);
-    }
-    layer.quantized_tokens += group;
-    // clone: a narrowed view would keep the quantized tokens' full-precision storage alive
-    layer.recent_keys = layer.recent_keys.narrow(2, group, layer.recent_keys.size(2) - group).clone();
-    layer.recent_values = layer.recent_values.narrow(2, group, layer.recent_values.size(2) - group).clone();
+  // Tokens leave the full-precision window in whole key groups (keys share scales per group), all at once.
+  const int64_t whole = std::max<int64_t>(0, layer.recent_keys.size(2) - quantization_.residual_tokens) / group * group;
+  if (whole == 0) return;
+  const at::Tensor leaving = layer.recent_keys.narrow(2, 0, whole);
+  std::vector<int64_t> grouped = leaving.sizes().vec();  // [batch, kv_heads, groups, group, head_dim]
+  grouped[2] = whole / group;
+  grouped.insert(grouped.begin() + 3, group);
+  QuantizedBlock keys = quantize_keys_per_channel(leaving.reshape(grouped), bits);
+  QuantizedBlock values = quantize_values_per_token(layer.recent_values.narrow(2, 0, whole), bits, group);
+  for (auto [store, more] : {std::pair{&layer.keys, &keys}, std::pair{&layer.values, &values}}) {
+    store->codes = store->codes.defined() ? at::cat({store->codes, more->codes}, 2) : more->codes;
+    store->scale = store->scale.defined() ? at::cat({store->scale, more->scale}, 2) : more->scale;
+    store->minimum = store->minimum.defined() ? at::cat({store->minimum, more->minimum}, 2) : more->minimum;
   }
+  layer.quantized_tokens += whole;
+  // clone: a narrowed view would keep the quantized tokens' full-precision storage alive
+  layer.recent_keys = layer.recent_keys.narrow(2, whole, layer.recent_keys.size(2) - whole).clone();
+  layer.recent_values = layer.recent_values.narrow(2, whole, layer.recent_values.size(2) - whole).clone();
 }
 
 int64_t QuantizedKVCache::length(int64_t layer) const {
@@ -148,8 +149,8 @@ int64_t QuantizedKVCache::bytes() const {
   };
   int64_t total = 0;
   for (const Layer& layer : layers_) {
-    for (const QuantizedBlock& group : layer.key_groups) total += block_bytes(group);
-    total += block_bytes(layer.values) + layer.recent_keys.nbytes() + layer.recent_values.nbytes();
+    total +=
+        block_bytes(layer.keys) + block_bytes(layer.values) + layer.recent_keys.nbytes() + layer.recent_values.nbytes();
   }
   return total;
 }

@@ -45,8 +45,7 @@ class QuantizedKVCache : public KVCache {
 
  private:
   struct Layer {
-    std::vector<QuantizedBlock>
-        key_groups;         // one per group of group_size tokens, codes [batch, kv_heads, group, packed]
+    QuantizedBlock keys;    // codes [batch, kv_heads, groups, group, packed]: the quantized tokens' keys
     QuantizedBlock values;  // codes [batch, kv_heads, quantized, packed]; scale [.., quantized, groups]
     int64_t quantized_tokens = 0;
     at::Tensor recent_keys;  // [batch, kv_heads, recent, head_dim] full precision
@@ -61,9 +60,9 @@ class QuantizedKVCache : public KVCache {
   std::vector<Layer> layers_;
 };
 
-// Exposed for tests. Keys: one group of tokens [batch, kv_heads, group, head_dim], a scale per channel.
+// Exposed for tests. Keys: groups of tokens [..., group, head_dim], a scale per channel of each group.
 // Values: [batch, kv_heads, tokens, head_dim], a scale per token and run of group_size channels.
-QuantizedBlock quantize_keys_per_channel(const at::Tensor& keys, int64_t bits);  // keys: [b, h, group, d]
+QuantizedBlock quantize_keys_per_channel(const at::Tensor& keys, int64_t bits);  // keys: [..., group, d]
 QuantizedBlock quantize_values_per_token(const at::Tensor& values, int64_t bits, int64_t group_size);  // [b, h, t, d]
 at::Tensor dequantize_keys_per_channel(const QuantizedBlock& block, int64_t bits, at::ScalarType dtype);
 at::Tensor dequantize_values_per_token(const QuantizedBlock& block, int64_t bits, int64_t group_size,
