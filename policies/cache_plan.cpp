@@ -26,7 +26,7 @@ std::unique_ptr<KVCache> make_cache(const CachePlan& plan, const ModelConfig& co
                                         [](int64_t window) { return window > 0; });
       return std::make_unique<LowRankKVCache>(plan.low_rank.factors, plan.low_rank.options, batch, config.num_kv_heads,
                                               config.head_dim, rope_inverse_frequencies(config.rope, config.head_dim),
-                                              options, windowed ? 0 : config.num_heads);
+                                              options, windowed ? 0 : config.num_heads, capacity);
     }
   }
   return nullptr;

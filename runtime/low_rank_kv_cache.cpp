@@ -1,5 +1,6 @@
 #include "runtime/low_rank_kv_cache.h"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -25,6 +26,20 @@ at::Tensor lifted(const at::Tensor& latents, const at::Tensor& up, const at::Ten
 
 at::Tensor appended(const at::Tensor& store, const at::Tensor& more, int64_t dim) {
   return store.defined() && store.size(dim) > 0 ? at::cat({store, more}, dim) : more;
+}
+
+// Writes `more` ([batch, n, ...]) at slots [length, length + n) of `buffer` ([batch, capacity, ...]), doubling the
+// capacity (new slots filled with `fill`) when it is short.
+void write_slots(at::Tensor& buffer, int64_t length, const at::Tensor& more, double fill) {
+  const int64_t needed = length + more.size(1);
+  if (needed > buffer.size(1)) {
+    std::vector<int64_t> shape = buffer.sizes().vec();
+    shape[1] = std::max<int64_t>(needed, 2 * buffer.size(1));
+    at::Tensor grown = at::full(shape, fill, buffer.options());
+    grown.narrow(1, 0, length).copy_(buffer.narrow(1, 0, length));
+    buffer = grown;
+  }
+  buffer.narrow(1, length, more.size(1)).copy_(more);
 }
 
 void append_block(QuantizedBlock& store, const QuantizedBlock& more, int64_t dim) {
@@ -67,7 +82,7 @@ std::string low_rank_options_problem(const LowRankFactors& factors, const LowRan
 
 LowRankKVCache::LowRankKVCache(std::shared_ptr<const LowRankFactors> factors, const LowRankCacheOptions& options,
                                int64_t batch, int64_t kv_heads, int64_t head_dim, const at::Tensor& inv_freq,
-                               const at::TensorOptions& tensors, int64_t decode_query_heads)
+                               const at::TensorOptions& tensors, int64_t decode_query_heads, int64_t capacity)
     : factors_(std::move(factors)),
       options_(options),
       kv_heads_(kv_heads),
@@ -82,11 +97,13 @@ LowRankKVCache::LowRankKVCache(std::shared_ptr<const LowRankFactors> factors, co
   for (size_t index = 0; index < layers_.size(); ++index) {
     Layer& layer = layers_[index];
     const LowRankLayer& factor = (*device_factors_)[index];
-    layer.key_latents = at::empty({batch, 0, factor.key_down.size(0)}, tensors);
-    layer.value_latents = at::empty({batch, 0, factor.value_down.size(0)}, tensors);
+    // Packed latents wait at most a group (plus one step's tokens) unpacked.
+    const int64_t latent_capacity = options.bits == 16 ? capacity : std::min(capacity, options.group);
+    layer.key_latents = at::zeros({batch, latent_capacity, factor.key_down.size(0)}, tensors);
+    layer.value_latents = at::zeros({batch, latent_capacity, factor.value_down.size(0)}, tensors);
     layer.exact_keys = at::empty({batch, kv_heads, 0, head_dim}, tensors);
     layer.exact_values = at::empty({batch, kv_heads, 0, head_dim}, tensors);
-    layer.positions = at::empty({batch, 0}, tensors.dtype(at::kLong));
+    layer.positions = at::full({batch, capacity}, -1, tensors.dtype(at::kLong));
   }
 }
 
@@ -97,7 +114,8 @@ void LowRankKVCache::attention_input(int64_t layer, const at::Tensor& hidden) {
 std::pair<at::Tensor, at::Tensor> LowRankKVCache::rebuilt(int64_t layer_index, int64_t count) const {
   const Layer& layer = layers_.at(layer_index);
   const LowRankLayer& factor = (*device_factors_)[layer_index];
-  at::Tensor key_latents = layer.key_latents, value_latents = layer.value_latents;
+  at::Tensor key_latents = layer.key_latents.narrow(1, 0, layer.latent_tokens);
+  at::Tensor value_latents = layer.value_latents.narrow(1, 0, layer.latent_tokens);
   if (layer.quantized_tokens > 0) {
     const at::Tensor stored = dequantize_keys_per_channel(layer.key_block, options_.bits, dtype_);
     key_latents = at::cat({stored.reshape({stored.size(0), layer.quantized_tokens, -1}), key_latents}, 1);
@@ -121,13 +139,16 @@ CachedKV LowRankKVCache::update(int64_t layer_index, const at::Tensor& keys, con
   const LowRankLayer& factor = (*device_factors_)[layer_index];
   const at::Tensor hidden = layer.pending_input.to(dtype_);
   layer.pending_input = at::Tensor();
-  layer.key_latents = appended(layer.key_latents, at::matmul(hidden, factor.key_down.t()), 1);
-  layer.value_latents = appended(layer.value_latents, at::matmul(hidden, factor.value_down.t()), 1);
+  write_slots(layer.key_latents, layer.latent_tokens, at::matmul(hidden, factor.key_down.t()), 0);
+  write_slots(layer.value_latents, layer.latent_tokens, at::matmul(hidden, factor.value_down.t()), 0);
+  layer.latent_tokens += keys.size(2);
+  write_slots(layer.positions, layer.tokens, positions, -1);
+  layer.tokens += keys.size(2);
   layer.exact_keys = appended(layer.exact_keys, keys, 2);
   layer.exact_values = appended(layer.exact_values, values, 2);
-  layer.positions = appended(layer.positions, positions, 1);
-  const int64_t total = layer.positions.size(1), exact = layer.exact_keys.size(2);
-  if (exact == total) return {layer.exact_keys, layer.exact_values, layer.positions};
+  const int64_t total = layer.tokens, exact = layer.exact_keys.size(2);
+  const at::Tensor held_positions = layer.positions.narrow(1, 0, total);
+  if (exact == total) return {layer.exact_keys, layer.exact_values, held_positions};
   if (keys.size(2) == 1 && options_.bits == 16 && decode_query_heads_ > 0) {
     auto inputs = std::make_shared<kernels::LowRankDecodeInputs>();
     inputs->key_latents = layer.key_latents;
@@ -140,7 +161,7 @@ CachedKV LowRankKVCache::update(int64_t layer_index, const at::Tensor& keys, con
     inputs->latent_tokens = total - exact;
     inputs->exact_keys = layer.exact_keys;
     inputs->exact_values = layer.exact_values;
-    inputs->exact_positions = layer.positions.narrow(1, total - exact, exact).contiguous();
+    inputs->exact_positions = held_positions.narrow(1, total - exact, exact).contiguous();
     inputs->inv_freq = inv_freq_;
     if (kernels::low_rank_decode_supported(*inputs, decode_query_heads_)) {
       CachedKV kv;
@@ -153,7 +174,7 @@ CachedKV LowRankKVCache::update(int64_t layer_index, const at::Tensor& keys, con
     }
   }
   auto [old_keys, old_values] = rebuilt(layer_index, total - exact);
-  return {at::cat({old_keys, layer.exact_keys}, 2), at::cat({old_values, layer.exact_values}, 2), layer.positions};
+  return {at::cat({old_keys, layer.exact_keys}, 2), at::cat({old_values, layer.exact_values}, 2), held_positions};
 }
 
 void LowRankKVCache::after_attention(int64_t layer_index, const at::Tensor&, const at::Tensor&) {
@@ -168,7 +189,7 @@ void LowRankKVCache::after_attention(int64_t layer_index, const at::Tensor&, con
   const int64_t group = options_.group, bits = options_.bits;
   const int64_t per_head = layer.value_latents.size(2) / kv_heads_;
   // Latents are packed in whole key groups (the keys of a group share per-channel scales), all at once.
-  const int64_t whole = layer.key_latents.size(1) / group * group;
+  const int64_t whole = layer.latent_tokens / group * group;
   if (whole == 0) return;
   const at::Tensor key_latents = layer.key_latents.narrow(1, 0, whole);
   // [batch, groups, group, rank]: every latent channel of a group of tokens has its own scale
@@ -179,10 +200,14 @@ void LowRankKVCache::after_attention(int64_t layer_index, const at::Tensor&, con
   append_block(layer.key_block, keys, 1);
   append_block(layer.value_block, values, 2);
   layer.quantized_tokens += whole;
-  const int64_t left = layer.key_latents.size(1) - whole;
-  // clone: a narrowed view would keep the quantized tokens' latents alive
-  layer.key_latents = layer.key_latents.narrow(1, whole, left).clone();
-  layer.value_latents = layer.value_latents.narrow(1, whole, left).clone();
+  // The rest (under a group) moves to the front of buffers sized for a group, so a long prefill's buffers go.
+  const int64_t left = layer.latent_tokens - whole;
+  for (at::Tensor* buffer : {&layer.key_latents, &layer.value_latents}) {
+    at::Tensor small = at::zeros({buffer->size(0), group, buffer->size(2)}, buffer->options());
+    small.narrow(1, 0, left).copy_(buffer->narrow(1, whole, left));
+    *buffer = small;
+  }
+  layer.latent_tokens = left;
 }
 
 int64_t LowRankKVCache::bytes() const {

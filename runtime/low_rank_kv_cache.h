@@ -66,16 +66,17 @@ std::string low_rank_options_problem(const LowRankFactors& factors, const LowRan
 class LowRankKVCache : public KVCache {
  public:
   // inv_freq: the model's RoPE inverse frequencies [head_dim / 2] (float32). decode_query_heads: the model's query
-  // heads when one-token steps may use the decode kernel (no sliding window), else 0.
+  // heads when one-token steps may use the decode kernel (no sliding window), else 0. capacity: tokens to allocate
+  // for up front (buffers grow by doubling past it).
   LowRankKVCache(std::shared_ptr<const LowRankFactors> factors, const LowRankCacheOptions& options, int64_t batch,
                  int64_t kv_heads, int64_t head_dim, const at::Tensor& inv_freq, const at::TensorOptions& tensors,
-                 int64_t decode_query_heads = 0);
+                 int64_t decode_query_heads = 0, int64_t capacity = 0);
 
   void attention_input(int64_t layer, const at::Tensor& hidden) override;
   CachedKV update(int64_t layer, const at::Tensor& keys, const at::Tensor& values,
                   const at::Tensor& positions) override;
   void after_attention(int64_t layer, const at::Tensor& queries, const at::Tensor& positions) override;
-  int64_t length(int64_t layer) const override { return layers_.at(layer).positions.size(1); }
+  int64_t length(int64_t layer) const override { return layers_.at(layer).tokens; }
   int64_t bytes() const override;
 
   int64_t exact_tokens(int64_t layer) const { return layers_.at(layer).exact_keys.size(2); }
@@ -88,11 +89,14 @@ class LowRankKVCache : public KVCache {
     QuantizedBlock key_block;    // packed key latents (bits < 16): codes [batch, groups, group, packed rank]
     QuantizedBlock value_block;  // packed value latents: codes [batch, 1, quantized tokens, packed rank]
     int64_t quantized_tokens = 0;
-    at::Tensor key_latents;    // [batch, tokens, key_rank]: every token at 16 bits, else the waiting group
-    at::Tensor value_latents;  // [batch, tokens, value_rank], likewise
-    at::Tensor exact_keys;     // [batch, kv_heads, window, head_dim], after RoPE
+    // Latents not packed (every token at 16 bits, else the waiting group): slots [0, latent_tokens) of buffers
+    // [batch, capacity, rank] that grow by doubling, so a decode step appends in place.
+    at::Tensor key_latents, value_latents;
+    int64_t latent_tokens = 0;
+    at::Tensor exact_keys;  // [batch, kv_heads, window, head_dim], after RoPE
     at::Tensor exact_values;
-    at::Tensor positions;  // [batch, tokens] every token's position (-1 = padding)
+    at::Tensor positions;  // [batch, capacity]: every token's position in slots [0, tokens), -1 beyond
+    int64_t tokens = 0;
   };
   // Keys and values of the first `count` tokens rebuilt from their latents: [batch, kv_heads, count, head_dim].
   std::pair<at::Tensor, at::Tensor> rebuilt(int64_t layer, int64_t count) const;

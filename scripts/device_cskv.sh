@@ -4,11 +4,12 @@
 # reduction and with 4-bit latents at 90%+ (trained, and every initialisation alone), and one eval of them all
 # against StreamingLLM, H2O and KIVI, leaving artifacts and reports under OUT_DIR.
 # Phases (one device call each, within its time limit): check (tests, sanitizer, bench), train (the artifacts, kept in
-# runs/cskv-device for the next phase), eval (reads runs/cskv-device).
-# Usage on the device: scripts/device_cskv.sh OUT_DIR check|train|eval
+# runs/cskv-device for the next phases), eval (the comparison and the decode speed; reads runs/cskv-device), speed
+# (the decode speed alone).
+# Usage on the device: scripts/device_cskv.sh OUT_DIR check|train|eval|speed
 set -uo pipefail
-out=${1:?usage: device_cskv.sh OUT_DIR check|train|eval}
-phase=${2:?usage: device_cskv.sh OUT_DIR check|train|eval}
+out=${1:?usage: device_cskv.sh OUT_DIR check|train|eval|speed}
+phase=${2:?usage: device_cskv.sh OUT_DIR check|train|eval|speed}
 runs=$PWD/runs/cskv-device
 torch_lib=$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
 export LD_LIBRARY_PATH="$torch_lib:$PWD/.carry/lib:${LD_LIBRARY_PATH:-}"
@@ -64,6 +65,8 @@ timeout 400 .carry/kvforge eval --device cuda --model models/small-base-gpu \
   --tasks "${CSKV_TASKS:-niah_multikey,arithmetic}" --lengths 1024 --samples 200 --batch-size 50 \
   "${artifacts[@]}" "${baselines[@]}" --out "$out/eval" 2>"$out/eval-progress.log"
 echo "kvforge eval exit $?"
+fi
+if [ "$phase" = eval ] || [ "$phase" = speed ]; then
 # Decode speed at longer contexts (accuracy there is beyond the model's 1024-token training).
 timeout 120 .carry/kvforge eval --device cuda --model models/small-base-gpu --tasks passkey --lengths 4096,8000 \
   --samples 16 --batch-size 8 answer_perplexity=false --artifact "$runs/r50/cskv.safetensors" --artifact "$runs/r80/cskv.safetensors" \

@@ -141,10 +141,13 @@ at::Tensor prompt_and_decode(KVCache& cache) {
   return at::cat(steps, 1);
 }
 
-std::unique_ptr<KVCache> low_rank_cache(std::shared_ptr<const LowRankFactors> factors, LowRankCacheOptions options) {
+// capacity 0: buffers grow by doubling from the first step (the logit tests exercise that growth).
+std::unique_ptr<KVCache> low_rank_cache(std::shared_ptr<const LowRankFactors> factors, LowRankCacheOptions options,
+                                        int64_t capacity = 0) {
   const ModelConfig& config = testing::tiny_base_model().config;
   return std::make_unique<LowRankKVCache>(std::move(factors), options, 2, config.num_kv_heads, config.head_dim,
-                                          rope_inverse_frequencies(config.rope, config.head_dim), at::kFloat);
+                                          rope_inverse_frequencies(config.rope, config.head_dim), at::kFloat, 0,
+                                          capacity);
 }
 
 TEST(LowRankCache, WindowCoveringTheSequenceGivesTheBaseModelsLogits) {
@@ -182,16 +185,16 @@ TEST(LowRankCache, FullRankLatentsRebuildKeysAtTheirTruePositions) {
 TEST(LowRankCache, BytesAreTheLatentsPlusTheWindow) {
   const ModelConfig& config = testing::tiny_base_model().config;
   const int64_t layers = config.num_layers, width = config.num_kv_heads * config.head_dim;
-  auto cache = low_rank_cache(tiny_factors(16), {6, 32, 16});
+  auto cache = low_rank_cache(tiny_factors(16), {6, 32, 16}, /*capacity=*/48);
   prompt_and_decode(*cache);
   // 48 tokens × (16 + 16) fp32 latents + 6 exact tokens of K and V, per sequence and layer
   EXPECT_EQ(cache->bytes(), layers * 2 * (48 * 32 * 4 + 6 * 2 * width * 4));
-  auto packed = low_rank_cache(tiny_factors(16), {6, 16, 4});
+  auto packed = low_rank_cache(tiny_factors(16), {6, 16, 4}, /*capacity=*/48);
   prompt_and_decode(*packed);
   // 48 tokens = 3 whole key groups of 16: 4-bit codes + an fp16 scale and minimum per channel per group (keys),
-  // per token per KV head's 8 channels (values)
-  const int64_t keys = 3 * (16 * 16 / 2 + 2 * 16 * 2), values = 48 * (16 / 2 + 2 * 2 * 2);
-  EXPECT_EQ(packed->bytes(), layers * 2 * (keys + values + 6 * 2 * width * 4));
+  // per token per KV head's 8 channels (values), and the emptied buffers a waiting group fills (16 slots, fp32)
+  const int64_t keys = 3 * (16 * 16 / 2 + 2 * 16 * 2), values = 48 * (16 / 2 + 2 * 2 * 2), waiting = 2 * 16 * 16 * 4;
+  EXPECT_EQ(packed->bytes(), layers * 2 * (keys + values + waiting + 6 * 2 * width * 4));
   EXPECT_LT(packed->bytes(), cache->bytes());
 }
 
