@@ -18,6 +18,7 @@ done
 torch_lib=$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
 export LD_LIBRARY_PATH="$torch_lib:$PWD/.carry/lib:${LD_LIBRARY_PATH:-}"
 export KVFORGE_FIXTURES=$PWD/tests/fixtures KVFORGE_BINARY=$PWD/.carry/kvforge
+mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 if [ "$fixtures" = 1 ]; then
   python3 scripts/make_parity_fixtures.py "$out" >"$out/fixtures.log" 2>&1 || { tail -20 "$out/fixtures.log"; exit 1; }
