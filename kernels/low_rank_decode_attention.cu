@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/group_dispatch.h"
 #include "kernels/low_rank_decode_attention.h"
 
 namespace kvforge::kernels {
@@ -355,26 +356,8 @@ cudaError_t launch_for(const LowRankDecodeParams& p, cudaStream_t stream) {
 
 template <int HEAD_DIM>
 cudaError_t launch_for_dim(const LowRankDecodeParams& p, cudaStream_t stream) {
-  switch (p.shape.heads / p.shape.kv_heads) {
-    case 1:
-      return launch_for<HEAD_DIM, 1>(p, stream);
-    case 2:
-      return launch_for<HEAD_DIM, 2>(p, stream);
-    case 3:
-      return launch_for<HEAD_DIM, 3>(p, stream);
-    case 4:
-      return launch_for<HEAD_DIM, 4>(p, stream);
-    case 5:
-      return launch_for<HEAD_DIM, 5>(p, stream);
-    case 6:
-      return launch_for<HEAD_DIM, 6>(p, stream);
-    case 7:
-      return launch_for<HEAD_DIM, 7>(p, stream);
-    case 8:
-      return launch_for<HEAD_DIM, 8>(p, stream);
-    default:
-      return cudaErrorInvalidValue;
-  }
+  return dispatch_group(p.shape.heads / p.shape.kv_heads,
+                        [&](auto group) { return launch_for<HEAD_DIM, decltype(group)::value>(p, stream); });
 }
 
 }  // namespace
