@@ -31,19 +31,20 @@ std::string fixed4(double value) {
 
 std::string errors_table(const at::Tensor& initial, const at::Tensor& trained, const std::vector<int64_t>& ranks) {
   std::vector<std::vector<std::string>> rows;
-  for (int64_t l = 0; l < initial.size(0); ++l)
-    rows.push_back({std::to_string(l), std::to_string(ranks[0]) + " / " + std::to_string(ranks[1]),
-                    fixed4(initial[l][0].item<double>()), fixed4(trained[l][0].item<double>()),
-                    fixed4(initial[l][1].item<double>()), fixed4(trained[l][1].item<double>())});
-  return eval::markdown_table(
-      {"layer", "rank K / V", "K error (init)", "K error (trained)", "V error (init)", "V error (trained)"}, rows,
-      {true, true, true, true, true, true});
+  for (int64_t l = 0; l < initial.size(0); ++l) {
+    std::vector<std::string> row{std::to_string(l), std::to_string(ranks[0]) + " / " + std::to_string(ranks[1])};
+    for (int64_t column : {0, 1, 2})
+      for (const at::Tensor* errors : {&initial, &trained}) row.push_back(fixed4((*errors)[l][column].item<double>()));
+    rows.push_back(row);
+  }
+  return eval::markdown_table({"layer", "rank K / V", "K error (init)", "K error (trained)", "V error (init)",
+                               "V error (trained)", "score error (init)", "score error (trained)"},
+                              rows, std::vector<bool>(8, true));
 }
 
 // Ranks from the densities, or from kv_ratio: the largest equal K and V ranks whose latents (codes and scales at
 // quant.bits) take at most that fraction of the full cache's bytes.
-std::pair<int64_t, int64_t> recipe_ranks(const Recipe& recipe, const ModelConfig& config, int64_t bits,
-                                         int64_t group) {
+std::pair<int64_t, int64_t> recipe_ranks(const Recipe& recipe, const ModelConfig& config, int64_t bits, int64_t group) {
   const int64_t multiple = bits < 16 ? 8 / bits : 1;
   const int64_t heads = config.num_kv_heads, limit = std::min(heads * config.head_dim, config.hidden_size);
   if (recipe.has("ranks.kv_ratio")) {
@@ -96,6 +97,7 @@ std::vector<RecipeKey> cskv_recipe_schema() {
       {"data.seed", "0", "training batches; calibration and the held-out error use seeds derived from it"},
       {"calibration.batches", "8", "batches for the asvd / whiten statistics"},
       {"train.steps", "200", "0 = export the initialisation only"},
+      {"train.key_loss", "mse", "mse (CSKV: keys after RoPE) | scores (errors of q·k under the batch's queries)"},
       {"train.batch_size", "4", "sequences per micro-batch"},
       {"train.micro_batches", "1", ""},
       {"train.lr", "1e-3", "AdamW peak (the reference: 5e-5 for one epoch over 7B-model text)"},
@@ -123,6 +125,9 @@ void run_cskv_recipe(const Recipe& recipe, bool resume) {
   for (const char* key : {"train.batch_size", "train.micro_batches", "calibration.batches", "eval.batches"})
     if (recipe.get_int(key) < 1) fail_input("recipe", key, "expected >= 1");
   if (recipe.get_int("train.steps") < 0) fail_input("recipe", "train.steps", "expected >= 0");
+  const std::string key_loss = recipe.get_string("train.key_loss");
+  if (key_loss != "mse" && key_loss != "scores")
+    fail_input("recipe", "train.key_loss", "expected mse or scores, got '" + key_loss + "'");
   TaskMixture data;
   data.tasks = recipe.get_string_list("data.tasks");
   for (const std::string& weight : recipe.get_string_list("data.weights")) {
@@ -190,6 +195,7 @@ void run_cskv_recipe(const Recipe& recipe, bool resume) {
   objective_config.batches = batches;
   objective_config.seed = data.seed;
   objective_config.quantization = {options.bits, options.group, config.num_kv_heads};
+  objective_config.score_loss = key_loss == "scores";
   cskv::ReconstructionObjective objective(loaded.model, factors, objective_config);
   const int64_t eval_batches = recipe.get_int("eval.batches");
   const at::Tensor initial_errors = objective.relative_errors(eval_batches);
@@ -226,7 +232,8 @@ void run_cskv_recipe(const Recipe& recipe, bool resume) {
                                            {{"steps", static_cast<double>(loop.steps)},
                                             {"calibration_tokens", static_cast<double>(statistics.tokens)},
                                             {"init_seconds", init_seconds},
-                                            {"train_seconds", train_seconds}}));
+                                            {"train_seconds", train_seconds},
+                                            {"score_loss", objective_config.score_loss ? 1.0 : 0.0}}));
   const std::string table = errors_table(initial_errors, errors, {options.key_rank, options.value_rank});
   write_text_atomically(out + "/errors.md", std::string("Relative squared reconstruction error on held-out text (") +
                                                 cskv::init_name(options.init) + " init, " + std::to_string(loop.steps) +

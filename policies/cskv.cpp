@@ -89,8 +89,9 @@ std::string cskv_description(const Artifact& artifact, int64_t bits, int64_t gro
                               artifact.model.num_kv_heads, artifact.model.head_dim);
   }
   std::ostringstream out;
-  out << (init >= 0 && init < 3 ? kInits[init] : "?") << (steps > 0 ? "+train" : "") << ", " << std::fixed
-      << std::setprecision(0) << 100 * kept << "% KV";
+  const char* training = steps == 0 ? "" : metric(artifact, "score_loss", 0) != 0 ? "+train(scores)" : "+train";
+  out << (init >= 0 && init < 3 ? kInits[init] : "?") << training << ", " << std::fixed << std::setprecision(0)
+      << 100 * kept << "% KV";
   if (bits < 16) out << ", " << bits << "-bit";
   return out.str();
 }

@@ -2,9 +2,10 @@
 // CSKV (channel shrinking): the bi-branch low-rank cache with the factors `kvforge train` (method: cskv) fitted.
 // The artifact holds, per layer l, "layers.l.key_down" A_K [key_rank, hidden], "layers.l.key_up" B_K
 // [kv_heads·head_dim, key_rank], the same for values, the k/v projection biases when the model has them
-// ("layers.l.key_bias", "layers.l.value_bias"), "ranks" [layers, 2] and "reconstruction_error" [layers, 2]
-// (relative squared error of K after RoPE and of V on held-out text at export). Its metrics hold the window,
-// group and bits it was trained for; the policy's parameters default to them and may override them.
+// ("layers.l.key_bias", "layers.l.value_bias"), "ranks" [layers, 2] and "reconstruction_error" [layers, 3]
+// (relative squared error of K after RoPE, of V, and of the attention scores q·k, on held-out text at export). Its
+// metrics hold the window, group and bits it was trained for; the policy's parameters default to them and may override
+// them.
 #include <memory>
 #include <string>
 

@@ -292,6 +292,8 @@ TEST(Cli, TrainCskvResumeAndEvaluate) {
 
   expect_one_line_error(run_kvforge(base + " init=pca out=" + dir + "/bad"), {"init", "svd, asvd or whiten"});
   expect_one_line_error(run_kvforge(base + " quant.bits=3 out=" + dir + "/bad"), {"quant.bits", "3"});
+  expect_one_line_error(run_kvforge(base + " train.key_loss=kl out=" + dir + "/bad"),
+                        {"train.key_loss", "mse or scores"});
   expect_one_line_error(run_kvforge(base + " ranks.kv_ratio=0.001 out=" + dir + "/bad"), {"ranks.kv_ratio", "4 bits"});
   EXPECT_FALSE(std::filesystem::exists(dir + "/bad/cskv.safetensors"));
 }

@@ -223,7 +223,7 @@ TEST(CskvTraining, ReducesTheHeldOutErrorBelowItsInitialisation) {
     optimizer.step();
   }
   const at::Tensor after = objective.relative_errors(2);
-  EXPECT_EQ(after.sizes(), (std::vector<int64_t>{3, 2}));
+  EXPECT_EQ(after.sizes(), (std::vector<int64_t>{3, 3}));
   EXPECT_LT(after.sum().item<double>(), 0.95 * before.sum().item<double>()) << before << after;
   EXPECT_TRUE((after > 0).all().item<bool>());
 }
@@ -236,6 +236,37 @@ TEST(CskvTraining, KeyLossAfterRopeEqualsTheLossBeforeIt) {
   const RopeAngles angles = rope_angles(rope_inverse_frequencies({}, 32), at::arange(30).repeat({2, 1}), at::kDouble);
   EXPECT_NEAR((apply_rope(a, angles) - apply_rope(b, angles)).square().sum().item<double>(),
               (a - b).square().sum().item<double>(), 1e-6 * (a - b).square().sum().item<double>());
+}
+
+TEST(CskvTraining, ScoreLossWeighsKeyErrorsByTheQueries) {
+  // With M = c·I the score error is c times the squared error; with queries along one channel only that channel
+  // counts, so an error elsewhere costs nothing.
+  at::manual_seed(17);
+  const at::Tensor e = at::randn({2, 2, 5, 8});
+  const at::Tensor identity = at::eye(8).unsqueeze(0).repeat({2, 1, 1}) * 3;
+  const at::Tensor weighted = (at::matmul(e, identity.unsqueeze(0)) * e).sum(-1);
+  EXPECT_TRUE(at::allclose(weighted, 3 * e.square().sum(-1)));
+  LoadedModel& loaded = testing::tiny_base_model();
+  const auto& attention = loaded.model->model->layers[0]->as<DecoderLayer>()->self_attn;
+  const at::Tensor x = at::randn({2, 20, loaded.config.hidden_size});
+  const at::Tensor positions = at::arange(20).repeat({2, 1});
+  const at::Tensor moment = cskv::query_moment(attention->q_proj->weight, x, positions, loaded.model->inv_freq,
+                                               loaded.config.num_heads, loaded.config.num_kv_heads);
+  ASSERT_EQ(moment.sizes(), (std::vector<int64_t>{2, 32, 32}));
+  EXPECT_NEAR(moment[0].trace().item<double>(), 32, 1e-3);  // scaled to trace head_dim
+  EXPECT_TRUE(at::allclose(moment, moment.transpose(1, 2), 1e-5, 1e-5));
+  EXPECT_GE(at::linalg_eigvalsh(moment).min().item<double>(), -1e-4);  // a second moment: positive semidefinite
+  cskv::FitOptions options;
+  options.init = cskv::Init::kSvd;
+  options.key_rank = options.value_rank = 8;
+  const std::vector<LowRankLayer> factors = cskv::initial_factors(loaded.model, options, {});
+  const cskv::LayerError plain = cskv::layer_error(factors[0], attention->k_proj->weight, attention->v_proj->weight, x,
+                                                   positions, loaded.model->inv_freq, 2, {});
+  const cskv::LayerError scored = cskv::layer_error(factors[0], attention->k_proj->weight, attention->v_proj->weight, x,
+                                                    positions, loaded.model->inv_freq, 2, {}, moment);
+  EXPECT_TRUE(at::allclose(plain.value_error, scored.value_error));  // values are unaffected
+  EXPECT_GT(std::abs((scored.key_error / scored.key_energy - plain.key_error / plain.key_energy).item<double>()),
+            1e-4);  // anisotropic queries weigh the channels differently
 }
 
 TEST(CskvArtifact, RoundTripsIntoThePolicyAndNamesMalformedTensors) {

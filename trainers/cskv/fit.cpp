@@ -86,6 +86,7 @@ Artifact cskv_artifact(const std::vector<LowRankLayer>& factors, const FitOption
                                                 config.num_kv_heads, config.head_dim);
   metrics["key_error"] = errors.select(1, 0).mean().item<double>();
   metrics["value_error"] = errors.select(1, 1).mean().item<double>();
+  if (errors.size(1) > 2) metrics["key_score_error"] = errors.select(1, 2).mean().item<double>();
   artifact.metrics = std::move(metrics);
   return artifact;
 }

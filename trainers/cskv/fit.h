@@ -30,7 +30,8 @@ struct FitOptions {
 std::vector<LowRankLayer> initial_factors(Transformer& model, const FitOptions& options,
                                           const InputStatistics& statistics);
 
-// errors: [layers, 2] relative squared errors (keys after RoPE, values) at export; metrics: extra numbers.
+// errors: [layers, 2 or 3] relative squared errors (keys after RoPE, values[, key scores]) at export; metrics:
+// extra numbers.
 Artifact cskv_artifact(const std::vector<LowRankLayer>& factors, const FitOptions& options, const at::Tensor& errors,
                        const ModelConfig& config, const std::string& recipe, std::map<std::string, double> metrics);
 

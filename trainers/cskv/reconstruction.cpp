@@ -41,9 +41,28 @@ at::Tensor fake_quantize_value_latents(const at::Tensor& latents, const LatentQu
   return straight_through(latents, dequantized);
 }
 
+at::Tensor query_moment(const at::Tensor& query_weight, const at::Tensor& inputs, const at::Tensor& positions,
+                        const at::Tensor& inv_freq, int64_t heads, int64_t kv_heads) {
+  torch::NoGradGuard no_grad;
+  const at::Tensor x = inputs.to(at::kFloat);
+  const at::Tensor queries =
+      apply_rope(heads_first(at::matmul(x, query_weight.detach().to(at::kFloat).t()), heads),
+                 rope_angles(inv_freq, positions, at::kFloat));  // [batch, heads, tokens, head_dim]
+  const at::Tensor valid = (positions >= 0).to(at::kFloat).view({positions.size(0), 1, positions.size(1), 1});
+  const int64_t dim = queries.size(3), group = heads / kv_heads;
+  // [kv_heads, group·batch·tokens, head_dim] with padding rows zeroed
+  const at::Tensor rows = (queries * valid)
+                              .view({queries.size(0), kv_heads, group, -1, dim})
+                              .permute({1, 0, 2, 3, 4})
+                              .reshape({kv_heads, -1, dim});
+  const at::Tensor moment = at::matmul(rows.transpose(1, 2), rows);
+  const at::Tensor trace = moment.diagonal(0, 1, 2).sum(-1).clamp_min(1e-12).view({kv_heads, 1, 1});
+  return moment * (static_cast<double>(dim) / trace);
+}
+
 LayerError layer_error(const LowRankLayer& factors, const at::Tensor& key_weight, const at::Tensor& value_weight,
                        const at::Tensor& inputs, const at::Tensor& positions, const at::Tensor& inv_freq,
-                       int64_t kv_heads, const LatentQuantization& quantization) {
+                       int64_t kv_heads, const LatentQuantization& quantization, const at::Tensor& query_moment) {
   const at::Tensor x = inputs.to(at::kFloat);
   // The model is the frozen teacher: no gradient reaches its weights.
   const at::Tensor key_projection = key_weight.detach().to(at::kFloat),
@@ -58,10 +77,16 @@ LayerError layer_error(const LowRankLayer& factors, const at::Tensor& key_weight
   const at::Tensor values = heads_first(at::matmul(x, value_projection.t()), kv_heads);
   const at::Tensor value_latents = fake_quantize_value_latents(at::matmul(x, factors.value_down.t()), quantization);
   const at::Tensor rebuilt_values = heads_first(at::matmul(value_latents, factors.value_up.t()), kv_heads);
+  // e·e, or eᵀ·M·e per KV head: [batch, kv_heads, tokens]
+  auto squared = [&](const at::Tensor& e) {
+    if (!query_moment.defined()) return e.square().sum(-1);
+    return (at::matmul(e, query_moment.unsqueeze(0)) * e).sum(-1);
+  };
+  const at::Tensor token_weight = valid.squeeze(-1);
   LayerError error;
-  error.key_error = ((keys - rebuilt_keys).square() * valid).sum();
+  error.key_error = (squared(keys - rebuilt_keys) * token_weight).sum();
   error.value_error = ((values - rebuilt_values).square() * valid).sum();
-  error.key_energy = (keys.square() * valid).sum();
+  error.key_energy = (squared(keys) * token_weight).sum();
   error.value_energy = (values.square() * valid).sum();
   error.elements = (positions >= 0).sum().item<int64_t>() * keys.size(1) * keys.size(3);
   return error;
@@ -101,11 +126,16 @@ MicroBatchLoss ReconstructionObjective::micro_batch_loss(int64_t step, int64_t m
   double key_error = 0, value_error = 0;
   for (size_t l = 0; l < factors_.size(); ++l) {
     const auto& attention = model_->model->layers[l]->as<DecoderLayer>()->self_attn;
+    const at::Tensor moment = config_.score_loss
+                                  ? query_moment(attention->q_proj->weight, inputs[l], positions, model_->inv_freq,
+                                                 model_->config.num_heads, model_->config.num_kv_heads)
+                                  : at::Tensor();
     const LayerError error =
         layer_error(factors_[l], attention->k_proj->weight, attention->v_proj->weight, inputs[l], positions,
-                    model_->inv_freq, model_->config.num_kv_heads, config_.quantization);
+                    model_->inv_freq, model_->config.num_kv_heads, config_.quantization, moment);
     const double elements = static_cast<double>(std::max<int64_t>(error.elements, 1));
-    // CSKV's loss: MSE of keys after RoPE plus MSE of values, summed over layers.
+    // CSKV's loss: MSE of keys after RoPE (or of the scores they give, with score_loss) plus MSE of values,
+    // summed over layers.
     loss = loss + (error.key_error + error.value_error) / elements;
     key_error += (error.key_error / error.key_energy).item<double>();
     value_error += (error.value_error / error.value_energy).item<double>();
@@ -122,21 +152,30 @@ at::Tensor ReconstructionObjective::relative_errors(int64_t batches) {
   const uint64_t held_out = mix_seed({config_.seed, 0x4b56});  // never a training batch's seed
   const at::Device device = model_->output_weight().device();
   const auto layers = static_cast<int64_t>(factors_.size());
-  at::Tensor sums = at::zeros({layers, 4}, at::kDouble);  // key error, key energy, value error, value energy
+  // key error, key energy, value error, value energy, key score error, key score energy
+  at::Tensor sums = at::zeros({layers, 6}, at::kDouble);
   for (int64_t i = 0; i < batches; ++i) {
     const TokenBatch batch = config_.batches(held_out, i, 0);
     const at::Tensor positions = batch.positions.to(device);
     const std::vector<at::Tensor> inputs = attention_inputs(model_, batch.input_ids.to(device), positions);
     for (int64_t l = 0; l < layers; ++l) {
       const auto& attention = model_->model->layers[l]->as<DecoderLayer>()->self_attn;
-      const LayerError error =
+      const LayerError plain =
           layer_error(factors_[l], attention->k_proj->weight, attention->v_proj->weight, inputs[l], positions,
                       model_->inv_freq, model_->config.num_kv_heads, config_.quantization);
-      sums[l] += at::stack({error.key_error, error.key_energy, error.value_error, error.value_energy})
+      const at::Tensor moment = query_moment(attention->q_proj->weight, inputs[l], positions, model_->inv_freq,
+                                             model_->config.num_heads, model_->config.num_kv_heads);
+      const LayerError scores =
+          layer_error(factors_[l], attention->k_proj->weight, attention->v_proj->weight, inputs[l], positions,
+                      model_->inv_freq, model_->config.num_kv_heads, config_.quantization, moment);
+      sums[l] += at::stack({plain.key_error, plain.key_energy, plain.value_error, plain.value_energy, scores.key_error,
+                            scores.key_energy})
                      .to(at::kCPU, at::kDouble);
     }
   }
-  return at::stack({sums.select(1, 0) / sums.select(1, 1), sums.select(1, 2) / sums.select(1, 3)}, 1);
+  return at::stack({sums.select(1, 0) / sums.select(1, 1), sums.select(1, 2) / sums.select(1, 3),
+                    sums.select(1, 4) / sums.select(1, 5)},
+                   1);
 }
 
 }  // namespace kvforge::cskv

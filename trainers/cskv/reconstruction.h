@@ -36,10 +36,18 @@ struct LayerError {
 };
 
 // One layer. factors in float32 on the inputs' device; inputs: [batch, tokens, hidden]; positions [batch, tokens]
-// (-1 = padding, excluded).
+// (-1 = padding, excluded). query_moment, when defined ([kv_heads, head_dim, head_dim]), measures key errors e
+// as eᵀ·M·e instead of ‖e‖²: with M = E[q qᵀ] over the KV head's queries that is the mean squared error of the
+// attention scores q·k, which is what attention sees of a key.
 LayerError layer_error(const LowRankLayer& factors, const at::Tensor& key_weight, const at::Tensor& value_weight,
                        const at::Tensor& inputs, const at::Tensor& positions, const at::Tensor& inv_freq,
-                       int64_t kv_heads, const LatentQuantization& quantization);
+                       int64_t kv_heads, const LatentQuantization& quantization,
+                       const at::Tensor& query_moment = at::Tensor());
+
+// E[q qᵀ] per KV head over its query group's heads and the valid tokens, after RoPE, scaled to trace head_dim (so
+// the score loss has the MSE's scale): [kv_heads, head_dim, head_dim], no gradient.
+at::Tensor query_moment(const at::Tensor& query_weight, const at::Tensor& inputs, const at::Tensor& positions,
+                        const at::Tensor& inv_freq, int64_t heads, int64_t kv_heads);
 
 // A micro-batch of text as a pure function of (seed, step, micro-batch): the task mixture or document windows.
 using BatchSource = std::function<TokenBatch(uint64_t seed, int64_t step, int64_t micro_batch)>;
@@ -48,6 +56,7 @@ struct ReconstructionConfig {
   BatchSource batches;
   uint64_t seed = 0;
   LatentQuantization quantization;
+  bool score_loss = false;  // key errors weighted by the batch's query moment (layer_error) instead of plain MSE
 };
 
 class ReconstructionObjective : public TrainingObjective {
@@ -59,8 +68,9 @@ class ReconstructionObjective : public TrainingObjective {
   std::vector<std::pair<std::string, at::Tensor>> checkpoint_tensors() override;
   MicroBatchLoss micro_batch_loss(int64_t step, int64_t micro_batch) override;
 
-  // Relative squared error per layer, [layers, 2] (keys after RoPE, values), over `batches` held-out batches
-  // (a seed apart from training's).
+  // Relative squared errors per layer, [layers, 3]: keys after RoPE, values, and the attention scores the keys
+  // give (layer_error with the batch's query moment), over `batches` held-out batches (a seed apart from
+  // training's).
   at::Tensor relative_errors(int64_t batches);
 
  private:
