@@ -52,7 +52,7 @@ at::Tensor query_moment(const at::Tensor& query_weight, const at::Tensor& inputs
   const int64_t dim = queries.size(3), group = heads / kv_heads;
   // [kv_heads, group·batch·tokens, head_dim] with padding rows zeroed
   const at::Tensor rows = (queries * valid)
-                              .view({queries.size(0), kv_heads, group, -1, dim})
+                              .reshape({queries.size(0), kv_heads, group, -1, dim})
                               .permute({1, 0, 2, 3, 4})
                               .reshape({kv_heads, -1, dim});
   const at::Tensor moment = at::matmul(rows.transpose(1, 2), rows);
