@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <iomanip>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -41,6 +42,8 @@ std::shared_ptr<const LowRankFactors> cskv_factors(const std::shared_ptr<const A
   std::lock_guard<std::mutex> lock(mutex);
   auto found = parsed.find(artifact.get());
   if (found != parsed.end() && found->second.first.lock() == artifact) return found->second.second;
+  for (auto entry = parsed.begin(); entry != parsed.end();)  // artifacts gone since: free their factors
+    entry = entry->second.first.expired() ? parsed.erase(entry) : std::next(entry);
   const ModelFingerprint& model = artifact->model;
   const int64_t width = model.num_kv_heads * model.head_dim;
   std::vector<LowRankLayer> layers;
@@ -96,15 +99,20 @@ std::string cskv_description(const Artifact& artifact, int64_t bits, int64_t gro
   return out.str();
 }
 
-CachePlan plan_cskv(const PolicySpec& spec, const ModelConfig& config, int64_t) {
+LowRankPlan cskv_low_rank_plan(const PolicySpec& spec, const std::string& source) {
+  LowRankPlan plan;
+  plan.factors = cskv_factors(spec.artifact);  // a malformed artifact fails here, naming the tensor
+  plan.options.window = static_cast<int64_t>(spec.parameters.at("window"));
+  plan.options.group = static_cast<int64_t>(spec.parameters.at("group"));
+  plan.options.bits = static_cast<int64_t>(spec.parameters.at("bits"));
+  const std::string problem = low_rank_options_problem(*plan.factors, plan.options, spec.artifact->model.num_kv_heads);
+  if (!problem.empty()) fail_input(source, spec.label, problem);
+  return plan;
+}
+
+CachePlan plan_cskv(const PolicySpec& spec, const ModelConfig&, int64_t) {
   CachePlan plan{spec.label, CacheLayout::kLowRank, {}, {}};
-  plan.low_rank.factors = cskv_factors(spec.artifact);
-  plan.low_rank.options.window = static_cast<int64_t>(spec.parameters.at("window"));
-  plan.low_rank.options.group = static_cast<int64_t>(spec.parameters.at("group"));
-  plan.low_rank.options.bits = static_cast<int64_t>(spec.parameters.at("bits"));
-  const std::string problem =
-      low_rank_options_problem(*plan.low_rank.factors, plan.low_rank.options, config.num_kv_heads);
-  if (!problem.empty()) fail_input("policy " + spec.label, "bits", problem);
+  plan.low_rank = cskv_low_rank_plan(spec, "policy");
   return plan;
 }
 

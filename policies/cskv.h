@@ -18,6 +18,10 @@ inline constexpr const char* kCskvMethod = "cskv";
 
 CachePlan plan_cskv(const PolicySpec& spec, const ModelConfig& config, int64_t prompt_tokens);
 
+// The factors and cache options a cskv spec asks for, checked together: an InputError naming `source` and the spec
+// for bits other than 2/4/8/16, or latent ranks that packed codes cannot fill whole bytes with.
+LowRankPlan cskv_low_rank_plan(const PolicySpec& spec, const std::string& source);
+
 // The factors a CSKV artifact holds, checked against its model fingerprint (InputError naming the artifact
 // and the tensor). Parsed once per artifact and shared.
 std::shared_ptr<const LowRankFactors> cskv_factors(const std::shared_ptr<const Artifact>& artifact);

@@ -252,10 +252,8 @@ std::vector<PolicySpec> policies_from_artifact(std::shared_ptr<const Artifact> a
       if (found != artifact->metrics.end()) spec.parameters[key] = found->second;
     }
     parse_parameters(*entry, selection, source, selection, spec);
-    if (spec.parameters.at("bits") != 16 && spec.parameters.at("bits") != 8 && spec.parameters.at("bits") != 4 &&
-        spec.parameters.at("bits") != 2)
-      fail_input(source, selection, "bits: expected 2, 4, 8 or 16");
-    cskv_factors(artifact);  // a malformed artifact fails here, naming the tensor
+    spec.label = selection;
+    cskv_low_rank_plan(spec, source);  // a malformed artifact or an unfit bits fails here, before any eval runs
     spec.label = std::string(kCskvMethod) + " (" +
                  cskv_description(*artifact, static_cast<int64_t>(spec.parameters.at("bits")),
                                   static_cast<int64_t>(spec.parameters.at("group"))) +

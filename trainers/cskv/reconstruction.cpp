@@ -88,7 +88,6 @@ LayerError layer_error(const LowRankLayer& factors, const at::Tensor& key_weight
   error.value_error = ((values - rebuilt_values).square() * valid).sum();
   error.key_energy = (squared(keys) * token_weight).sum();
   error.value_energy = (values.square() * valid).sum();
-  error.elements = (positions >= 0).sum().item<int64_t>() * keys.size(1) * keys.size(3);
   return error;
 }
 
@@ -122,8 +121,12 @@ MicroBatchLoss ReconstructionObjective::micro_batch_loss(int64_t step, int64_t m
   const at::Tensor positions = batch.positions.to(device);
   const std::vector<at::Tensor> inputs = attention_inputs(model_, batch.input_ids.to(device), positions);
   MicroBatchLoss result;
+  result.tokens = (batch.positions >= 0).sum().item<int64_t>();  // on the CPU: no device sync
+  // valid tokens × kv_heads × head_dim: the elements each layer's squared errors sum over
+  const auto elements =
+      static_cast<double>(std::max<int64_t>(result.tokens, 1) * model_->config.num_kv_heads * model_->config.head_dim);
   at::Tensor loss = at::zeros({}, at::TensorOptions().device(device));
-  double key_error = 0, value_error = 0;
+  at::Tensor key_error = at::zeros({}, loss.options()), value_error = at::zeros({}, loss.options());
   for (size_t l = 0; l < factors_.size(); ++l) {
     const auto& attention = model_->model->layers[l]->as<DecoderLayer>()->self_attn;
     const at::Tensor moment = config_.score_loss
@@ -133,17 +136,18 @@ MicroBatchLoss ReconstructionObjective::micro_batch_loss(int64_t step, int64_t m
     const LayerError error =
         layer_error(factors_[l], attention->k_proj->weight, attention->v_proj->weight, inputs[l], positions,
                     model_->inv_freq, model_->config.num_kv_heads, config_.quantization, moment);
-    const double elements = static_cast<double>(std::max<int64_t>(error.elements, 1));
     // CSKV's loss: MSE of keys after RoPE (or of the scores they give, with score_loss) plus MSE of values,
     // summed over layers.
     loss = loss + (error.key_error + error.value_error) / elements;
-    key_error += (error.key_error / error.key_energy).item<double>();
-    value_error += (error.value_error / error.value_energy).item<double>();
+    key_error += (error.key_error / error.key_energy).detach();
+    value_error += (error.value_error / error.value_energy).detach();
   }
   const auto layers = static_cast<double>(factors_.size());
   result.loss = loss;
-  result.tokens = (batch.positions >= 0).sum().item<int64_t>();
-  result.metrics = {{"key_relative_error", key_error / layers}, {"value_relative_error", value_error / layers}};
+  // One device sync for the logged errors, not one per layer.
+  const at::Tensor errors = at::stack({key_error, value_error}).cpu();
+  result.metrics = {{"key_relative_error", errors[0].item<double>() / layers},
+                    {"value_relative_error", errors[1].item<double>() / layers}};
   return result;
 }
 

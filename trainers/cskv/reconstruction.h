@@ -32,7 +32,6 @@ at::Tensor fake_quantize_value_latents(const at::Tensor& latents, const LatentQu
 struct LayerError {
   at::Tensor key_error, value_error;    // scalar sums of squared errors over valid tokens (float32)
   at::Tensor key_energy, value_energy;  // scalar sums of squares of the true keys (after RoPE) and values
-  int64_t elements = 0;                 // valid tokens × kv_heads × head_dim
 };
 
 // One layer. factors in float32 on the inputs' device; inputs: [batch, tokens, hidden]; positions [batch, tokens]
