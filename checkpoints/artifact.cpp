@@ -68,6 +68,8 @@ void write_artifact(const std::string& path, const Artifact& artifact) {
   for (const auto& [key, text] : fingerprint_fields(artifact.model)) metadata[kPrefix + key] = text;
   metadata[std::string(kPrefix) + "recipe"] = artifact.recipe;
   metadata[std::string(kPrefix) + "metrics"] = nlohmann::json(artifact.metrics).dump();
+  if (!artifact.attributes.empty())
+    metadata[std::string(kPrefix) + "attributes"] = nlohmann::json(artifact.attributes).dump();
   std::vector<std::pair<std::string, at::Tensor>> tensors(artifact.tensors.begin(), artifact.tensors.end());
   save_tensors(path, tensors, metadata);
 }
@@ -107,6 +109,16 @@ Artifact read_artifact(const std::string& path) {
     for (const auto& [name, value] : metrics.items()) artifact.metrics[name] = value.get<double>();
   } catch (const nlohmann::json::exception& error) {
     fail_input(path, "__metadata__.kvforge.metrics", std::string("expected a JSON object of numbers: ") + error.what());
+  }
+  if (auto attributes = metadata.find(std::string(kPrefix) + "attributes"); attributes != metadata.end()) {
+    try {
+      const nlohmann::json json = nlohmann::json::parse(attributes->second);
+      if (!json.is_object()) throw nlohmann::json::type_error::create(302, "not an object", &json);
+      for (const auto& [name, value] : json.items()) artifact.attributes[name] = value.get<std::string>();
+    } catch (const nlohmann::json::exception& error) {
+      fail_input(path, "__metadata__.kvforge.attributes",
+                 std::string("expected a JSON object of strings: ") + error.what());
+    }
   }
   for (const TensorEntry& entry : file.tensors()) artifact.tensors[entry.name] = view_tensor(file, entry).clone();
   return artifact;

@@ -36,6 +36,9 @@ struct Artifact {
   ModelFingerprint model;
   std::string recipe;                         // the resolved recipe text
   std::map<std::string, double> metrics;      // headline numbers at export
+  // Structured settings a method needs beside its tensors (KV Prediction: the auxiliary model's config.json);
+  // optional, stored as one JSON object of strings.
+  std::map<std::string, std::string> attributes;
   std::map<std::string, at::Tensor> tensors;  // CPU tensors
 };
 

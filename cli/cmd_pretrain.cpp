@@ -1,14 +1,16 @@
 // kvforge pretrain: train a built-in base model (byte tokenizer, Llama architecture, GQA) on the
 // synthetic task mixture. torchrun --no-python --nproc-per-node N kvforge pretrain ... runs it data-parallel.
+#include <torch/cuda.h>
+
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
-#include <torch/cuda.h>
 
 #include "cli/commands.h"
 #include "cli/device_choice.h"
 #include "cli/recipe.h"
+#include "cli/trainer_recipe.h"
 #include "runtime/input_error.h"
 #include "runtime/model_loader.h"
 #include "trainers/distributed.h"
@@ -78,19 +80,13 @@ void run_pretrain_command(const PretrainArgs& args) {
   if (recipe.get_int("threads") > 0) at::set_num_threads(static_cast<int>(recipe.get_int("threads")));
 
   PretrainConfig config;
-  config.model = make_byte_model_config(recipe.get_int("model.hidden_size"), recipe.get_int("model.intermediate_size"),
-                                        recipe.get_int("model.num_layers"), recipe.get_int("model.num_heads"),
-                                        recipe.get_int("model.num_kv_heads"),
-                                        recipe.get_int("model.max_position_embeddings"),
-                                        recipe.get_double("model.rope_theta"));
+  config.model = make_byte_model_config(
+      recipe.get_int("model.hidden_size"), recipe.get_int("model.intermediate_size"),
+      recipe.get_int("model.num_layers"), recipe.get_int("model.num_heads"), recipe.get_int("model.num_kv_heads"),
+      recipe.get_int("model.max_position_embeddings"), recipe.get_double("model.rope_theta"));
   config.init_seed = static_cast<uint64_t>(recipe.get_int("model.init_seed"));
-  config.data.tasks = recipe.get_string_list("data.tasks");
-  for (const std::string& weight : recipe.get_string_list("data.weights")) config.data.weights.push_back(std::stod(weight));
-  config.data.min_tokens = recipe.get_int("data.min_tokens");
-  config.data.max_tokens = recipe.get_int("data.max_tokens");
-  config.data.arithmetic_steps = recipe.get_int("data.arithmetic_steps");
+  config.data = recipe_task_mixture(recipe);
   config.data.loss_on_prompt = recipe.get_bool("data.loss_on_prompt");
-  config.data.seed = static_cast<uint64_t>(recipe.get_int("data.seed"));
   if (config.data.max_tokens > config.model.max_position_embeddings)
     fail_input("recipe", "data.max_tokens", "exceeds model.max_position_embeddings");
   config.batch_size = recipe.get_int("train.batch_size");

@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "cli/recipe.h"
 #include "cli/train_cskv.h"
+#include "cli/train_kvpred.h"
 #include "cli/train_prefixkv.h"
 #include "cli/train_rlkv.h"
 #include "runtime/input_error.h"
@@ -22,6 +23,7 @@ struct Method {
 const std::map<std::string, Method>& methods() {
   static const std::map<std::string, Method> table = {
       {"cskv", {cskv_recipe_schema, run_cskv_recipe}},
+      {"kvpred", {kvpred_recipe_schema, run_kvpred_recipe}},
       {"prefixkv", {prefixkv_recipe_schema, run_prefixkv_recipe}},
       {"rlkv", {rlkv_recipe_schema, run_rlkv_recipe}},
   };
@@ -56,7 +58,7 @@ void run_train_command(const TrainArgs& args) {
   auto found = methods().find(name);
   if (found == methods().end())
     fail_input(arguments.empty() ? "command line" : arguments[0], "method",
-               "expected prefixkv, rlkv or cskv (pretrain has its own command; lizard and kvpred are not built yet), "
+               "expected prefixkv, rlkv, cskv or kvpred (pretrain has its own command; lizard is not built yet), "
                "got '" +
                    name + "'");
   Recipe recipe(found->second.schema());
@@ -69,7 +71,7 @@ void run_train_command(const TrainArgs& args) {
 void add_train_command(CLI::App& app) {
   auto args = std::make_shared<TrainArgs>();
   CLI::App* command =
-      app.add_subcommand("train", "Train or calibrate a method's artifact from a recipe (method: prefixkv | rlkv | cskv)");
+      app.add_subcommand("train", "Train or calibrate a method's artifact from a recipe (method: prefixkv | rlkv | cskv | kvpred)");
   command->add_option("args", args->positional, "RECIPE.yaml [key=value ...]");
   command->add_flag("--resume", args->resume, "continue from the newest checkpoint in `out`");
   command->callback([args] { run_train_command(*args); });

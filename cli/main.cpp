@@ -1,4 +1,5 @@
 // The kvforge binary: one CLI11 app, one subcommand per job.
+#include <ATen/Context.h>
 #include <c10/util/Exception.h>
 #include <iostream>
 
@@ -6,6 +7,10 @@
 #include "runtime/input_error.h"
 
 int main(int argc, char** argv) {
+  // cuDNN's fused attention builds a plan for every new shape (40-90 ms each on an H100), and prompts and training
+  // batches change length every step: with it, time to first token swung 5-20x between cells of one eval. Flash
+  // (causal) and memory-efficient (masked) attention run any shape at once.
+  at::globalContext().setSDPUseCuDNN(false);
   CLI::App app{"kvforge: train, export and evaluate KV-cache compression for Llama-family models"};
   app.require_subcommand(1);
   kvforge::add_bench_command(app);

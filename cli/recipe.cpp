@@ -91,8 +91,7 @@ void Recipe::load_file(const std::string& path) {
 
 void Recipe::apply_override(const std::string& assignment) {
   const size_t equals = assignment.find('=');
-  if (equals == std::string::npos || equals == 0)
-    fail_input("command line", assignment, "expected key=value");
+  if (equals == std::string::npos || equals == 0) fail_input("command line", assignment, "expected key=value");
   YAML::Node value;
   try {
     value = YAML::Load(assignment.substr(equals + 1));
@@ -169,6 +168,20 @@ std::vector<int64_t> Recipe::get_int_list(const std::string& path) const {
       if (used != text.size()) throw std::invalid_argument(text);
     } catch (const std::exception&) {
       fail_input(value_of(path).origin, path, "expected a list of integers, got '" + text + "'");
+    }
+  }
+  return values;
+}
+
+std::vector<double> Recipe::get_double_list(const std::string& path) const {
+  std::vector<double> values;
+  for (const std::string& text : get_string_list(path)) {
+    try {
+      size_t used = 0;
+      values.push_back(std::stod(text, &used));
+      if (used != text.size()) throw std::invalid_argument(text);
+    } catch (const std::exception&) {
+      fail_input(value_of(path).origin, path, "expected a list of numbers, got '" + text + "'");
     }
   }
   return values;

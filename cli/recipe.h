@@ -35,6 +35,7 @@ class Recipe {
   bool get_bool(const std::string& path) const;
   std::vector<std::string> get_string_list(const std::string& path) const;
   std::vector<int64_t> get_int_list(const std::string& path) const;
+  std::vector<double> get_double_list(const std::string& path) const;
 
   // The resolved recipe as YAML (nested), to save next to every output.
   std::string to_yaml() const;

@@ -10,6 +10,7 @@
 
 #include "checkpoints/artifact.h"
 #include "cli/device_choice.h"
+#include "cli/trainer_recipe.h"
 #include "eval/report.h"
 #include "policies/cskv.h"
 #include "runtime/file_system.h"
@@ -18,7 +19,6 @@
 #include "trainers/cskv/factorization.h"
 #include "trainers/cskv/fit.h"
 #include "trainers/cskv/reconstruction.h"
-#include "trainers/text_batches.h"
 
 namespace kvforge {
 namespace {
@@ -73,7 +73,7 @@ std::pair<int64_t, int64_t> recipe_ranks(const Recipe& recipe, const ModelConfig
 }  // namespace
 
 std::vector<RecipeKey> cskv_recipe_schema() {
-  return {
+  std::vector<RecipeKey> keys = {
       {"method", "cskv", "cskv"},
       {"model", "~", "Hugging Face model directory (config.json + safetensors + tokenizer.json)"},
       {"out", "runs/cskv", "output folder: cskv.safetensors, cskv-init.safetensors, errors.md, metrics.jsonl"},
@@ -88,13 +88,6 @@ std::vector<RecipeKey> cskv_recipe_schema() {
       {"window", "32", "newest tokens kept exact beside the latents (the reference: 32)"},
       {"quant.bits", "16", "latent storage and quantization-aware training: 16 (none), 8, 4 or 2"},
       {"quant.group", "32", "tokens per key quantization group (per-channel scales)"},
-      {"data.files", "[]", "text or JSONL documents to train on (windows of data.max_tokens); else the tasks"},
-      {"data.tasks", "[passkey, niah_single, niah_multikey, arithmetic]", "synthetic tasks the text comes from"},
-      {"data.weights", "[]", "task weights (empty = uniform)"},
-      {"data.min_tokens", "512", "sequence length range"},
-      {"data.max_tokens", "1024", ""},
-      {"data.arithmetic_steps", "2", ""},
-      {"data.seed", "0", "training batches; calibration and the held-out error use seeds derived from it"},
       {"calibration.batches", "8", "batches for the asvd / whiten statistics"},
       {"train.steps", "200", "0 = export the initialisation only"},
       {"train.key_loss", "mse", "mse (CSKV: keys after RoPE) | scores (errors of q·k under the batch's queries)"},
@@ -109,6 +102,9 @@ std::vector<RecipeKey> cskv_recipe_schema() {
       {"train.checkpoint_every", "0", "0 = only at the end"},
       {"eval.batches", "4", "held-out batches for the exported reconstruction error"},
   };
+  const std::vector<RecipeKey> data = data_recipe_keys("512", "1024");
+  keys.insert(keys.end(), data.begin(), data.end());
+  return keys;
 }
 
 void run_cskv_recipe(const Recipe& recipe, bool resume) {
@@ -128,50 +124,17 @@ void run_cskv_recipe(const Recipe& recipe, bool resume) {
   const std::string key_loss = recipe.get_string("train.key_loss");
   if (key_loss != "mse" && key_loss != "scores")
     fail_input("recipe", "train.key_loss", "expected mse or scores, got '" + key_loss + "'");
-  TaskMixture data;
-  data.tasks = recipe.get_string_list("data.tasks");
-  for (const std::string& weight : recipe.get_string_list("data.weights")) {
-    try {
-      data.weights.push_back(std::stod(weight));
-    } catch (const std::exception&) {
-      fail_input("recipe", "data.weights", "expected numbers, got '" + weight + "'");
-    }
-  }
-  data.min_tokens = recipe.get_int("data.min_tokens");
-  data.max_tokens = recipe.get_int("data.max_tokens");
-  data.arithmetic_steps = recipe.get_int("data.arithmetic_steps");
-  data.seed = static_cast<uint64_t>(recipe.get_int("data.seed"));
-  validate(data);
+  const TaskMixture data = recipe_task_mixture(recipe);
 
   const at::Device device = parse_device(recipe.get_string("device"), "device");
   const at::ScalarType dtype = parse_model_dtype(recipe.get_string("dtype"), device, "dtype");
   if (recipe.get_int("threads") > 0) at::set_num_threads(static_cast<int>(recipe.get_int("threads")));
   LoadedModel loaded = load_model(recipe.get_string("model"), device, dtype);
-  if (!loaded.tokenizer) fail_input(loaded.dir, "tokenizer.json", "missing; training text needs the tokenizer");
-  if (loaded.eos_token_ids.empty()) fail_input(loaded.dir, "eos_token_id", "missing; sequences end with it");
   for (at::Tensor& parameter : loaded.model->parameters()) parameter.set_requires_grad(false);  // frozen base
   const ModelConfig& config = loaded.config;
   std::tie(options.key_rank, options.value_rank) = recipe_ranks(recipe, config, options.bits, options.group);
-  const int64_t eos = loaded.eos_token_ids[0];
-  const int64_t pad = config.pad_token_id.value_or(eos);
-
   // Text: windows of the documents when files are named, else the task mixture; the seed picks the batches.
-  const int64_t batch_size = recipe.get_int("train.batch_size");
-  cskv::BatchSource batches;
-  const std::vector<std::string> files = recipe.get_string_list("data.files");
-  if (!files.empty()) {
-    auto windows = std::make_shared<TextWindows>(*loaded.tokenizer, files, data.max_tokens);
-    batches = [windows, batch_size](uint64_t seed, int64_t step, int64_t micro_batch) {
-      return windows->batch(seed, step, micro_batch, batch_size);
-    };
-  } else {
-    const Tokenizer* tokenizer = &*loaded.tokenizer;
-    batches = [data, tokenizer, eos, pad, batch_size](uint64_t seed, int64_t step, int64_t micro_batch) {
-      TaskMixture mixture = data;
-      mixture.seed = seed;
-      return make_task_batch(mixture, *tokenizer, eos, pad, step, micro_batch, batch_size);
-    };
-  }
+  const BatchSource batches = recipe_batches(recipe, loaded, data, recipe.get_int("train.batch_size"));
 
   const std::string out = recipe.get_string("out");
   std::filesystem::create_directories(out);
@@ -205,23 +168,7 @@ void run_cskv_recipe(const Recipe& recipe, bool resume) {
                                       {"calibration_tokens", static_cast<double>(statistics.tokens)},
                                       {"init_seconds", init_seconds}}));
 
-  LoopConfig loop;
-  loop.steps = recipe.get_int("train.steps");
-  loop.micro_batches = recipe.get_int("train.micro_batches");
-  loop.schedule.kind = "cosine";
-  loop.schedule.peak_lr = recipe.get_double("train.lr");
-  loop.schedule.warmup_steps = recipe.get_int("train.warmup_steps");
-  loop.schedule.min_lr_ratio = recipe.get_double("train.min_lr_ratio");
-  loop.schedule.total_steps = std::max<int64_t>(loop.steps, 1);
-  loop.optimizer.weight_decay = recipe.get_double("train.weight_decay");
-  loop.optimizer.beta1 = 0.9;
-  loop.optimizer.beta2 = 0.999;
-  loop.max_grad_norm = recipe.get_double("train.max_grad_norm");
-  loop.log_every = recipe.get_int("train.log_every");
-  loop.checkpoint_every = recipe.get_int("train.checkpoint_every");
-  loop.out_dir = out;
-  loop.resume = resume;
-  loop.recipe_text = recipe_text;
+  LoopConfig loop = cosine_loop(recipe, out, resume);
   const auto trained_from = std::chrono::steady_clock::now();
   if (loop.steps > 0) run_training(objective, loop, nullptr);
   const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - trained_from).count();

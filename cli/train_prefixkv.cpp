@@ -102,13 +102,7 @@ void run_prefixkv_recipe(const Recipe& recipe, bool) {
   const at::ScalarType dtype = parse_model_dtype(recipe.get_string("dtype"), device, "dtype");
   if (recipe.get_int("threads") > 0) at::set_num_threads(static_cast<int>(recipe.get_int("threads")));
   prefixkv::CalibrationOptions options;
-  for (const std::string& text : recipe.get_string_list("budgets")) {
-    try {
-      options.budgets.push_back(std::stod(text));
-    } catch (const std::exception&) {
-      fail_input("recipe", "budgets", "expected numbers in (0, 1], got '" + text + "'");
-    }
-  }
+  options.budgets = recipe.get_double_list("budgets");
   options.sink_tokens = recipe.get_int("sink_tokens");
   prefixkv::check_options(options);  // before the model loads or anything is written
   LoadedModel loaded = load_model(recipe.get_string("model"), device, dtype);

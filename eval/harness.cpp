@@ -29,14 +29,35 @@ const Tokenizer& tokenizer_of(const LoadedModel& model) {
   return *model.tokenizer;
 }
 
-CacheFactory cache_factory(const Transformer& model, const PolicySpec* policy, int64_t prompt_tokens) {
-  if (policy == nullptr) return nullptr;
+// How a policy's cells run: which model generates, the cache layout, and who reads the prompt.
+struct CellRunner {
+  Transformer model;      // the base model, or KV Prediction's auxiliary on its own
+  CacheFactory cache;     // null: the generating model's full cache
+  PromptPrefill prefill;  // null: the generating model reads its prompt
+};
+
+CellRunner cell_runner(const Transformer& model, const PolicySpec* policy, int64_t prompt_tokens) {
+  CellRunner runner{model, nullptr, nullptr};
+  if (policy == nullptr) return runner;
   const ModelConfig config = model->config;
   const CachePlan plan = plan_cache(*policy, config, prompt_tokens);
   const at::TensorOptions options = model->output_weight().options();
-  return [plan, config, options](int64_t batch, int64_t capacity) {
+  if (plan.kv_prediction) {
+    KvPredictor predictor = plan.kv_prediction->on(options);
+    if (plan.auxiliary_alone) {
+      runner.model = predictor->auxiliary;
+    } else {
+      runner.prefill = [base = model, predictor](const at::Tensor& ids, const at::Tensor& positions,
+                                                 KVCache& cache) mutable {
+        return predicted_prefill(base, predictor, ids, positions, cache);
+      };
+    }
+    return runner;
+  }
+  runner.cache = [plan, config, options](int64_t batch, int64_t capacity) {
     return make_cache(plan, config, batch, capacity, options);
   };
+  return runner;
 }
 
 void reset_peak_memory(const at::Device& device) {
@@ -73,15 +94,17 @@ double answer_nll(Transformer& model, const std::vector<int64_t>& prompt, const 
   if (target.empty()) return 0;
   const auto prompt_tokens = static_cast<int64_t>(prompt.size()), target_tokens = static_cast<int64_t>(target.size());
   const at::Device device = model->output_weight().device();
-  CacheFactory factory = cache_factory(model, policy, prompt_tokens);
+  CellRunner runner = cell_runner(model, policy, prompt_tokens);
+  const int64_t capacity = prompt_tokens + target_tokens;
   std::unique_ptr<KVCache> cache =
-      factory ? factory(1, prompt_tokens + target_tokens) : make_full_cache(model, 1, prompt_tokens + target_tokens);
+      runner.cache ? runner.cache(1, capacity) : make_full_cache(runner.model, 1, capacity);
   auto ids = [&](const std::vector<int64_t>& tokens) { return at::tensor(tokens, at::kLong).unsqueeze(0).to(device); };
-  at::Tensor first = model->forward(ids(prompt), at::arange(prompt_tokens, at::kLong).unsqueeze(0).to(device),
-                                    cache.get(), /*last_only=*/true);
-  at::Tensor rest = model->forward(
-      ids(target), at::arange(prompt_tokens, prompt_tokens + target_tokens, at::kLong).unsqueeze(0).to(device),
-      cache.get());
+  const at::Tensor prompt_positions = at::arange(prompt_tokens, at::kLong).unsqueeze(0).to(device);
+  at::Tensor first = runner.prefill ? runner.prefill(ids(prompt), prompt_positions, *cache)
+                                    : runner.model->forward(ids(prompt), prompt_positions, cache.get(),
+                                                            /*last_only=*/true);
+  at::Tensor rest = runner.model->forward(
+      ids(target), at::arange(prompt_tokens, capacity, at::kLong).unsqueeze(0).to(device), cache.get());
   // Row i predicts target[i]: the prompt's last logits, then the target's own but its last.
   at::Tensor logits = at::cat({first[0], rest[0].narrow(0, 0, target_tokens - 1)}, 0).to(at::kFloat);
   return at::cross_entropy_loss(logits, ids(target)[0], {}, at::Reduction::Sum).item<double>();
@@ -208,8 +231,8 @@ CellResult evaluate_cell(Transformer& model, const Tokenizer& tokenizer, const s
     GenerationOptions generation;
     generation.max_new_tokens = longest_answer + 8;  // room to stop; greedy, so no seed is involved
     generation.eos_token_ids = eos_token_ids;
-    GenerationResult result =
-        generate(model, prompts, generation, &tokenizer, cache_factory(model, policy, longest_prompt));
+    CellRunner runner = cell_runner(model, policy, longest_prompt);
+    GenerationResult result = generate(runner.model, prompts, generation, &tokenizer, runner.cache, runner.prefill);
     for (size_t i = first; i < last; ++i) {
       const double score = tasks::score(samples[i], tokenizer.decode(result.sequences[i - first].tokens, true));
       score_total += score;
@@ -248,14 +271,17 @@ DocumentNll document_nll(Transformer& model, const std::vector<int64_t>& tokens,
   torch::NoGradGuard no_grad;
   const int64_t count = static_cast<int64_t>(tokens.size());
   const at::Device device = model->output_weight().device();
-  CacheFactory factory = cache_factory(model, policy, count);
-  std::unique_ptr<KVCache> cache = factory ? factory(1, count) : make_full_cache(model, 1, count);
+  CellRunner runner = cell_runner(model, policy, count);
+  if (runner.prefill)
+    throw std::invalid_argument("document_nll: " + policy->label +
+                                " changes only how a prompt is prefilled; measure it by answer perplexity");
+  std::unique_ptr<KVCache> cache = runner.cache ? runner.cache(1, count) : make_full_cache(runner.model, 1, count);
   at::Tensor ids = at::tensor(tokens, at::kLong).unsqueeze(0);  // [1, tokens]
   DocumentNll result;
   for (int64_t start = 0; start + 1 < count; start += chunk) {
     const int64_t width = std::min(chunk, count - start);
     at::Tensor logits =
-        model->forward(ids.narrow(1, start, width).to(device),
+        runner.model->forward(ids.narrow(1, start, width).to(device),
                        at::arange(start, start + width, at::kLong).unsqueeze(0).to(device), cache.get());
     const int64_t predicted = std::min(width, count - 1 - start);  // the last token has no successor
     at::Tensor targets = ids.narrow(1, start + 1, predicted).reshape({-1}).to(device);
@@ -295,11 +321,17 @@ EvalReport run_eval(LoadedModel& model, const EvalOptions& options, const EvalPr
     report.policies.push_back(policy.label);
   }
 
-  // One untimed generation so the first cell's time to first token does not include warm-up.
+  // One untimed batch per policy so no cell's time to first token includes warm-up (a policy may bring a model of its
+  // own: KV Prediction's auxiliary). On CUDA it is a whole batch at the longest length, so the caching allocator already
+  // holds blocks of every size a cell asks for: a first batch that waits on cudaMalloc swung TTFT 5x between cells.
   if (!options.tasks.empty()) {
-    const EncodedSamples warm = encode_samples(tokenizer, draw_samples(tokenizer, options.tasks[0], options.lengths[0],
-                                                                       1, options.seed, options.arithmetic_steps));
-    evaluate_cell(model.model, tokenizer, model.eos_token_ids, warm, nullptr, 1);
+    const bool cuda = weight.is_cuda();
+    const int64_t length = cuda ? *std::max_element(options.lengths.begin(), options.lengths.end()) : options.lengths[0];
+    const int64_t count = cuda ? options.batch_size : 1;
+    const EncodedSamples warm = encode_samples(
+        tokenizer, draw_samples(tokenizer, options.tasks[0], length, count, options.seed, options.arithmetic_steps));
+    for (const PolicySpec* policy : policies)
+      evaluate_cell(model.model, tokenizer, model.eos_token_ids, warm, policy, count);
   }
   const int64_t total_cells = static_cast<int64_t>(options.tasks.size() * options.lengths.size() * policies.size());
   int64_t done = 0;
@@ -326,6 +358,7 @@ EvalReport run_eval(LoadedModel& model, const EvalOptions& options, const EvalPr
     const std::vector<std::string> documents = read_documents(path);
     double full_bytes = 0;
     for (const PolicySpec* policy : policies) {
+      if (policy != nullptr && cell_runner(model.model, policy, 1).prefill) continue;  // prefill-only: see document_nll
       PerplexityResult result;
       result.policy = policy != nullptr ? policy->label : "full";
       result.file = path;

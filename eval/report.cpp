@@ -251,6 +251,7 @@ WrittenReport write_report(const EvalReport& report, const std::string& out_dir)
   emit("report.md", report_markdown(report));
   emit("report.json", report_json(report));
   emit("accuracy_vs_kv.svg", accuracy_vs_kv_svg(report));
+  emit("accuracy_vs_ttft.svg", accuracy_vs_ttft_svg(report));
   std::set<std::string> used;
   for (const std::string& policy : report.policies) {
     const bool has_depths = std::any_of(report.cells.begin(), report.cells.end(), [&](const CellResult& cell) {

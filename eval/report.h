@@ -1,6 +1,6 @@
 #pragma once
 // What `kvforge eval` measured, and the files it writes from it: report.json (machine-readable),
-// report.md (a table read in seconds) and SVG plots (accuracy against KV ratio; needle depth × length).
+// report.md (a table read in seconds) and SVG plots (accuracy against KV ratio and against time to first token; needle depth × length).
 // Torch-free: the harness fills these structs, this file only formats them.
 #include <cstdint>
 #include <string>
@@ -65,13 +65,15 @@ std::string report_markdown(const EvalReport& report);
 // Mean accuracy over tasks and lengths (x: mean KV ratio, y: mean accuracy), one line per policy family
 // (policies sharing the text before ':'), points labelled, the Pareto front drawn.
 std::string accuracy_vs_kv_svg(const EvalReport& report);
+// The same with time to first token against the full model's on the x axis (KV Prediction's trade-off).
+std::string accuracy_vs_ttft_svg(const EvalReport& report);
 // Depth × length grid of accuracy for one policy on the retrieval tasks, cells coloured and annotated.
 std::string needle_heatmap_svg(const EvalReport& report, const std::string& policy);
 
 struct WrittenReport {
   std::vector<std::string> files;  // paths written, report.md first
 };
-// Writes report.json, report.md, accuracy_vs_kv.svg and needle_heatmap-<policy>.svg (one per policy,
+// Writes report.json, report.md, accuracy_vs_kv.svg, accuracy_vs_ttft.svg and needle_heatmap-<policy>.svg (one per policy,
 // only when some retrieval task has depths) into out_dir, each atomically (temp file, then rename).
 WrittenReport write_report(const EvalReport& report, const std::string& out_dir);
 

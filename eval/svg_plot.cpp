@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <iterator>
 #include <limits>
 #include <map>
@@ -199,7 +200,19 @@ std::string policy_point_label(const std::string& policy) {
   return shorten(out, 16);
 }
 
-std::string accuracy_vs_kv_svg(const EvalReport& report) {
+namespace {
+
+// The x axis of an accuracy plot: a per-cell value relative to the full cache's (1 = the baseline).
+struct RelativeAxis {
+  std::string title;    // "Accuracy vs <title>"
+  std::string label;    // under the axis
+  std::string tooltip;  // before the value in a point's tooltip
+  std::function<double(const EvalReport&, const CellResult&)> value;
+};
+
+// Mean accuracy over tasks and lengths against the mean of axis.value, one line per policy family, points labelled,
+// the Pareto front drawn.
+std::string accuracy_plot_svg(const EvalReport& report, const RelativeAxis& axis) {
   std::vector<PolicyPoint> points;
   std::vector<std::string> families;
   int64_t low_n = std::numeric_limits<int64_t>::max(), high_n = 0;
@@ -208,7 +221,7 @@ std::string accuracy_vs_kv_svg(const EvalReport& report) {
     int cells = 0;
     for (const CellResult& cell : report.cells) {
       if (cell.policy != policy) continue;
-      kv += cell.kv_ratio, accuracy += cell.accuracy, ++cells;
+      kv += axis.value(report, cell), accuracy += cell.accuracy, ++cells;
       low_n = std::min(low_n, cell.samples), high_n = std::max(high_n, cell.samples);
     }
     if (cells == 0) continue;
@@ -230,9 +243,9 @@ std::string accuracy_vs_kv_svg(const EvalReport& report) {
   std::string subtitle = "mean over tasks \xC3\x97 lengths";
   if (!points.empty()) subtitle += " (n=" + sample_span(low_n, high_n) + " per cell)";
   if (!report.model.empty()) subtitle += " \xC2\xB7 " + shorten(report.model, 48);
-  std::string svg = svg_open(kWidth, kHeight, "Accuracy vs KV cache kept: " + subtitle);
-  svg +=
-      text(kWidth / 2, 22, "Accuracy vs KV cache kept", "text-anchor=\"middle\" font-size=\"15\" font-weight=\"bold\"");
+  std::string svg = svg_open(kWidth, kHeight, "Accuracy vs " + axis.title + ": " + subtitle);
+  svg += text(kWidth / 2, 22, "Accuracy vs " + axis.title,
+              "text-anchor=\"middle\" font-size=\"15\" font-weight=\"bold\"");
   svg += text(kWidth / 2, 39, subtitle, "text-anchor=\"middle\" font-size=\"11\" fill=\"#555\"");
 
   svg += "<g class=\"axes\" font-size=\"11\" fill=\"#333\">\n";
@@ -250,8 +263,7 @@ std::string accuracy_vs_kv_svg(const EvalReport& report) {
   }
   svg += line(kPlotLeft, kPlotBottom, kPlotRight, kPlotBottom, "stroke=\"#333\"");
   svg += line(kPlotLeft, kPlotTop, kPlotLeft, kPlotBottom, "stroke=\"#333\"");
-  svg += text((kPlotLeft + kPlotRight) / 2, kPlotBottom + 38, "KV cache kept (fraction of full)",
-              "text-anchor=\"middle\" font-size=\"12\"");
+  svg += text((kPlotLeft + kPlotRight) / 2, kPlotBottom + 38, axis.label, "text-anchor=\"middle\" font-size=\"12\"");
   svg += text(
       18, (kPlotTop + kPlotBottom) / 2, "accuracy",
       "text-anchor=\"middle\" font-size=\"12\" transform=\"rotate(-90 18 " + num((kPlotTop + kPlotBottom) / 2) + ")\"");
@@ -311,8 +323,8 @@ std::string accuracy_vs_kv_svg(const EvalReport& report) {
     const double radius = 4.5 + 3.0 * under;
     if (under > 0) taken.push_back({px - radius - 1, py - radius - 1, px + radius + 1, py + radius + 1});
     svg += "<circle cx=\"" + num(px) + "\" cy=\"" + num(py) + "\" r=\"" + num(radius) + "\" " + style + "><title>" +
-           xml_escape(p.policy) + ": accuracy " + num(100 * p.accuracy) + "%, KV " + num(100 * p.kv) +
-           "%</title></circle>\n";
+           xml_escape(p.policy) + ": accuracy " + num(100 * p.accuracy) + "%, " + axis.tooltip + " " +
+           num(100 * p.kv) + "%</title></circle>\n";
     const std::string label = policy_point_label(p.policy);
     const Box box = place_label(px, py, radius, kCharPx * label.size(), taken, line_dots);
     taken.push_back(box);
@@ -335,6 +347,25 @@ std::string accuracy_vs_kv_svg(const EvalReport& report) {
   svg += text(legend_x + 30, legend_y + 4, "Pareto front");
   svg += "</g>\n";
   return svg + "</svg>\n";
+}
+
+}  // namespace
+
+std::string accuracy_vs_kv_svg(const EvalReport& report) {
+  return accuracy_plot_svg(report, {"KV cache kept", "KV cache kept (fraction of full)", "KV",
+                                    [](const EvalReport&, const CellResult& cell) { return cell.kv_ratio; }});
+}
+
+std::string accuracy_vs_ttft_svg(const EvalReport& report) {
+  // Each cell's time to first token against the full cache's on the same prompts.
+  auto relative = [](const EvalReport& all, const CellResult& cell) {
+    for (const CellResult& full : all.cells)
+      if (full.policy == "full" && full.task == cell.task && full.length == cell.length && full.ttft_ms > 0)
+        return cell.ttft_ms / full.ttft_ms;
+    return 1.0;
+  };
+  return accuracy_plot_svg(report, {"time to first token", "time to first token (fraction of the full model's)",
+                                    "TTFT", relative});
 }
 
 std::string needle_heatmap_svg(const EvalReport& report, const std::string& policy) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "runtime/kv_cache.h"
+#include "runtime/kv_prediction.h"
 #include "runtime/low_rank_kv_cache.h"
 #include "runtime/mixed_head_kv_cache.h"
 #include "runtime/model_config.h"
@@ -43,6 +44,10 @@ struct CachePlan {
   QuantizedCacheOptions quantization;         // kQuantized
   MixedHeadsPlan heads;                       // kMixedHeads
   LowRankPlan low_rank;                       // kLowRank
+  // How the prompt reaches the cache: null = the model reads it; else KV Prediction's auxiliary model and predictors
+  // fill it (or, with auxiliary_alone, the auxiliary model generates on its own: the baseline it is compared with).
+  std::shared_ptr<const KvPredictionWeights> kv_prediction;
+  bool auxiliary_alone = false;
 };
 
 // A cache for `batch` sequences of up to `capacity` tokens laid out as `plan` says.

@@ -2,11 +2,9 @@
 
 #include <cmath>
 #include <iomanip>
-#include <iterator>
-#include <map>
-#include <mutex>
 #include <sstream>
 
+#include "policies/parsed_artifact.h"
 #include "runtime/input_error.h"
 
 namespace kvforge {
@@ -35,37 +33,28 @@ double metric(const Artifact& artifact, const std::string& key, double fallback)
 }  // namespace
 
 std::shared_ptr<const LowRankFactors> cskv_factors(const std::shared_ptr<const Artifact>& artifact) {
-  // One parse (and one device copy, made by LowRankFactors) per artifact, however many cells evaluate it.
-  static std::mutex mutex;
-  static std::map<const Artifact*, std::pair<std::weak_ptr<const Artifact>, std::shared_ptr<const LowRankFactors>>>
-      parsed;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto found = parsed.find(artifact.get());
-  if (found != parsed.end() && found->second.first.lock() == artifact) return found->second.second;
-  for (auto entry = parsed.begin(); entry != parsed.end();)  // artifacts gone since: free their factors
-    entry = entry->second.first.expired() ? parsed.erase(entry) : std::next(entry);
-  const ModelFingerprint& model = artifact->model;
-  const int64_t width = model.num_kv_heads * model.head_dim;
-  std::vector<LowRankLayer> layers;
-  for (int64_t l = 0; l < model.num_layers; ++l) {
-    const std::string prefix = "layers." + std::to_string(l) + ".";
-    LowRankLayer layer;
-    layer.key_down = matrix(*artifact, prefix + "key_down", -1, model.hidden_size);
-    layer.key_up = matrix(*artifact, prefix + "key_up", width, layer.key_down.size(0));
-    layer.value_down = matrix(*artifact, prefix + "value_down", -1, model.hidden_size);
-    layer.value_up = matrix(*artifact, prefix + "value_up", width, layer.value_down.size(0));
-    for (auto [name, bias] : {std::pair{"key_bias", &layer.key_bias}, std::pair{"value_bias", &layer.value_bias}}) {
-      const at::Tensor* tensor = find_tensor(*artifact, prefix + name);
-      if (tensor == nullptr) continue;
-      if (tensor->dim() != 1 || tensor->size(0) != width)
-        fail_input(artifact->path, prefix + name, "expected a float tensor [" + std::to_string(width) + "]");
-      *bias = tensor->to(at::kFloat);
+  return parsed_once<LowRankFactors>(artifact, [&artifact] {
+    const ModelFingerprint& model = artifact->model;
+    const int64_t width = model.num_kv_heads * model.head_dim;
+    std::vector<LowRankLayer> layers;
+    for (int64_t l = 0; l < model.num_layers; ++l) {
+      const std::string prefix = "layers." + std::to_string(l) + ".";
+      LowRankLayer layer;
+      layer.key_down = matrix(*artifact, prefix + "key_down", -1, model.hidden_size);
+      layer.key_up = matrix(*artifact, prefix + "key_up", width, layer.key_down.size(0));
+      layer.value_down = matrix(*artifact, prefix + "value_down", -1, model.hidden_size);
+      layer.value_up = matrix(*artifact, prefix + "value_up", width, layer.value_down.size(0));
+      for (auto [name, bias] : {std::pair{"key_bias", &layer.key_bias}, std::pair{"value_bias", &layer.value_bias}}) {
+        const at::Tensor* tensor = find_tensor(*artifact, prefix + name);
+        if (tensor == nullptr) continue;
+        if (tensor->dim() != 1 || tensor->size(0) != width)
+          fail_input(artifact->path, prefix + name, "expected a float tensor [" + std::to_string(width) + "]");
+        *bias = tensor->to(at::kFloat);
+      }
+      layers.push_back(std::move(layer));
     }
-    layers.push_back(std::move(layer));
-  }
-  auto factors = std::make_shared<const LowRankFactors>(std::move(layers));
-  parsed[artifact.get()] = {artifact, factors};
-  return factors;
+    return std::make_shared<const LowRankFactors>(std::move(layers));
+  });
 }
 
 double cskv_kept_fraction(int64_t key_rank, int64_t value_rank, int64_t bits, int64_t group, int64_t kv_heads,

@@ -6,6 +6,7 @@
 #include "policies/baselines.h"
 #include "policies/cskv.h"
 #include "policies/heads.h"
+#include "policies/kv_prediction.h"
 #include "policies/prefixkv.h"
 #include "runtime/input_error.h"
 
@@ -122,6 +123,11 @@ const std::vector<PolicyEntry>& registry() {
         {"bits", 16, 2, 16, true, "latent storage: 16, or 8/4/2-bit packed codes (default: the artifact's)"}},
        plan_cskv,
        /*reads_artifact=*/true},
+      {kKvPredictionMethod,
+       "KV Prediction: an auxiliary model predicts the prompt's cache (--artifact FILE[:alone=1])",
+       {{"alone", 0, 0, 1, true, "1: the auxiliary model generates on its own (the baseline)"}},
+       plan_kv_prediction,
+       /*reads_artifact=*/true},
   };
   return entries;
 }
@@ -234,7 +240,7 @@ std::vector<PolicySpec> policies_from_artifact(std::shared_ptr<const Artifact> a
   if (entry == nullptr || !entry->reads_artifact)
     fail_input(artifact->path, "__metadata__.kvforge.method",
                "no policy in this kvforge reads method '" + artifact->method +
-                   "'; learned policies built so far: prefixkv, rlkv, duo, cskv (lizard and kvpred are not built yet)");
+                   "'; learned policies built so far: prefixkv, rlkv, duo, cskv, kvpred (lizard is not built yet)");
   PolicySpec spec;
   spec.name = entry->name;
   spec.artifact = artifact;
@@ -259,6 +265,21 @@ std::vector<PolicySpec> policies_from_artifact(std::shared_ptr<const Artifact> a
                                   static_cast<int64_t>(spec.parameters.at("group"))) +
                  ")" + (selection.empty() ? "" : ":" + selection);
     return {spec};
+  }
+  if (entry->name == kKvPredictionMethod) {
+    // The prediction, and the auxiliary model on its own beside it unless the selection picks one.
+    parse_parameters(*entry, selection, source, selection, spec);
+    const std::string family = std::string(kKvPredictionMethod) + " (" + kv_prediction_description(*artifact) + ")";
+    std::vector<double> modes{spec.parameters.at("alone")};
+    if (selection.find("alone=") == std::string::npos) modes = {0, 1};
+    std::vector<PolicySpec> specs;
+    for (double alone : modes) {
+      PolicySpec variant = spec;
+      variant.parameters["alone"] = alone;
+      variant.label = family + (alone != 0 ? ":alone=1" : "");
+      specs.push_back(variant);
+    }
+    return specs;
   }
   parse_parameters(*entry, selection, source, selection, spec);
   // One policy per configuration the artifact stands for, unless the selection names one: a PrefixKV

@@ -47,7 +47,7 @@ std::unique_ptr<KVCache> make_full_cache(const Transformer& model, int64_t batch
 
 GenerationResult generate(Transformer& model, const std::vector<std::vector<int64_t>>& prompts,
                           const GenerationOptions& options, const Tokenizer* tokenizer,
-                          const CacheFactory& make_cache) {
+                          const CacheFactory& make_cache, const PromptPrefill& prefill) {
   if (prompts.empty()) throw std::invalid_argument("generate: no prompts");
   if (options.max_new_tokens < 1) throw std::invalid_argument("max_new_tokens: expected >= 1");
   if (!options.stop_strings.empty() && tokenizer == nullptr)
@@ -90,7 +90,8 @@ GenerationResult generate(Transformer& model, const std::vector<std::vector<int6
   Sampler sampler(options.sampling);
 
   auto start = std::chrono::steady_clock::now();
-  at::Tensor logits = model->forward(ids.to(device), positions.to(device), cache.get(), /*last_only=*/true);
+  at::Tensor logits = prefill ? prefill(ids.to(device), positions.to(device), *cache)
+                              : model->forward(ids.to(device), positions.to(device), cache.get(), /*last_only=*/true);
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
     at::Tensor host_logits = logits.select(1, 0).to(at::kCPU, at::kFloat);  // [batch, vocab]
     at::Tensor next_ids = at::full({batch, 1}, pad_id, at::kLong);

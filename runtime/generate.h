@@ -39,11 +39,15 @@ struct GenerationResult {
 // Builds the KV cache for a batch; generate() calls it with (batch, capacity) so callers can swap layouts.
 using CacheFactory = std::function<std::unique_ptr<KVCache>(int64_t batch, int64_t capacity)>;
 
+// Reads a left-padded prompt batch into the cache and returns the last token's logits [batch, 1, vocab]; generate()'s
+// default is one forward of the model (KV Prediction swaps in predicted_prefill).
+using PromptPrefill = std::function<at::Tensor(const at::Tensor& ids, const at::Tensor& positions, KVCache& cache)>;
+
 std::unique_ptr<KVCache> make_full_cache(const Transformer& model, int64_t batch, int64_t capacity);
 
 // prompts: token ids (each non-empty). `tokenizer` may be null when there are no stop strings.
 GenerationResult generate(Transformer& model, const std::vector<std::vector<int64_t>>& prompts,
                           const GenerationOptions& options, const Tokenizer* tokenizer = nullptr,
-                          const CacheFactory& make_cache = nullptr);
+                          const CacheFactory& make_cache = nullptr, const PromptPrefill& prefill = nullptr);
 
 }  // namespace kvforge

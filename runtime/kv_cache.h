@@ -34,6 +34,9 @@ class KVCache {
   // Called before update() with the attention's input (after the input norm), [batch, new_tokens, hidden], for
   // layouts that store a projection of it rather than the keys and values (CSKV's latents).
   virtual void attention_input(int64_t /*layer*/, const at::Tensor& /*hidden*/) {}
+  // Called before update() with the step's keys and values before RoPE, [batch, kv_heads, new_tokens, head_dim], for
+  // readers of the unrotated projections (KV Prediction records its auxiliary model's through it).
+  virtual void pre_rope(int64_t /*layer*/, const at::Tensor& /*keys*/, const at::Tensor& /*values*/) {}
   // Stores this step's keys/values for `layer` and returns everything the step's queries attend to.
   // keys, values: [batch, kv_heads, new_tokens, head_dim]; positions: [batch, new_tokens] int64.
   virtual CachedKV update(int64_t layer, const at::Tensor& keys, const at::Tensor& values,

@@ -86,9 +86,9 @@ struct TransformerImpl : torch::nn::Module {
 
   // input_ids, positions: [batch, tokens] int64 (positions -1 for left padding).
   // Returns logits [batch, tokens, vocab], or [batch, 1, vocab] for the last token when last_only.
-  // `causal_prefix` promises that, without a cache, every row's positions are 0, 1, ... up to right
-  // padding whose outputs are ignored (training batches): a plain causal mask is then exact, which
-  // lets CUDA run fused (flash) attention without materialising scores.
+  // `causal_prefix` promises that every row's positions are 0, 1, ... up to right padding whose outputs are
+  // ignored (training batches), and that a cache, if any, returns exactly this step's slots: a plain causal mask is
+  // then exact, which lets CUDA run fused (flash) attention without materialising scores.
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& positions, KVCache* cache = nullptr,
                      bool last_only = false, bool causal_prefix = false);
 

@@ -298,5 +298,50 @@ TEST(Cli, TrainCskvResumeAndEvaluate) {
   EXPECT_FALSE(std::filesystem::exists(dir + "/bad/cskv.safetensors"));
 }
 
+TEST(Cli, TrainKvPredictionResumeAndEvaluate) {
+  const std::string dir = testing::make_temp_dir("train-kvpred");
+  const std::string base = "train " + fixture("../../recipes/kvpred-tiny-cpu.yaml") +
+                           " model=" + fixture("../../models/tiny-base") +
+                           " data.min_tokens=96 data.max_tokens=128 train.batch_size=2 calibration.batches=2"
+                           " eval.batches=2";
+  CommandRun straight = run_kvforge(base + " train.steps=4 out=" + dir + "/straight");
+  ASSERT_EQ(straight.exit_code, 0) << straight.output;
+  for (const char* file : {"kvpred.safetensors", "kvpred-init.safetensors", "losses.md", "flops.md", "metrics.jsonl"})
+    EXPECT_TRUE(std::filesystem::exists(dir + "/straight/" + file)) << file;
+  ASSERT_EQ(run_kvforge(base + " train.steps=2 out=" + dir + "/resumed").exit_code, 0);
+  CommandRun resumed = run_kvforge(base + " train.steps=4 out=" + dir + "/resumed --resume");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  const Artifact a = read_artifact(dir + "/straight/kvpred.safetensors");
+  const Artifact b = read_artifact(dir + "/resumed/kvpred.safetensors");
+  EXPECT_EQ(a.method, "kvpred");
+  EXPECT_EQ(a.metrics.at("auxiliary_layers"), 2);
+  EXPECT_TRUE(at::equal(a.tensors.at("layer_map"), at::tensor(std::vector<int64_t>{0, 0, 1})));
+  for (const auto& [name, tensor] : a.tensors) EXPECT_TRUE(at::allclose(tensor, b.tensors.at(name))) << name;
+
+  CommandRun eval = run_kvforge("eval --model " + fixture("../../models/tiny-base") + " --device cpu --artifact " +
+                                dir + "/straight/kvpred.safetensors --tasks passkey --lengths 256 --samples 2 --out " +
+                                dir + "/eval");
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  const nlohmann::json report = read_json_file(dir + "/eval/report.json");
+  ASSERT_EQ(report.at("policies").size(), 3u) << report.at("policies");
+  EXPECT_EQ(report.at("policies")[1], "kvpred (every 2nd layer, 4 steps)");
+  EXPECT_EQ(report.at("policies")[2], "kvpred (every 2nd layer, 4 steps):alone=1");
+  for (const auto& cell : report.at("cells")) {
+    const double kv = cell.at("kv_ratio").get<double>();
+    if (cell.at("policy") == "kvpred (every 2nd layer, 4 steps)") EXPECT_DOUBLE_EQ(kv, 1.0);  // the base's own cache
+    if (cell.at("policy") == "kvpred (every 2nd layer, 4 steps):alone=1") EXPECT_NEAR(kv, 2.0 / 3, 0.01);
+  }
+  EXPECT_TRUE(std::filesystem::exists(dir + "/eval/accuracy_vs_ttft.svg"));
+
+  expect_one_line_error(run_kvforge(base + " auxiliary.kind=distilled out=" + dir + "/bad"),
+                        {"auxiliary.kind", "pruned or model"});
+  expect_one_line_error(run_kvforge(base + " auxiliary.layer_map=[0,0,5] out=" + dir + "/bad"),
+                        {"auxiliary.layer_map", "entry 2 is 5"});
+  expect_one_line_error(run_kvforge(base + " auxiliary.kind=model out=" + dir + "/bad"), {"auxiliary.model"});
+  expect_one_line_error(run_kvforge(base + " loss.consistency_layers=max out=" + dir + "/bad"),
+                        {"loss.consistency_layers", "mean or sum"});
+  EXPECT_FALSE(std::filesystem::exists(dir + "/bad/kvpred.safetensors"));
+}
+
 }  // namespace
 }  // namespace kvforge

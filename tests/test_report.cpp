@@ -169,6 +169,18 @@ TEST(Report, AccuracySvgHasPointsFrontLegendAndBalancedGroups) {
   EXPECT_EQ(count(svg, "class=\"family\""), 1u) << "snapkv joins two points; full is alone";
 }
 
+TEST(Report, AccuracyVsTtftPlotsEachCellAgainstTheFullModelsTime) {
+  EvalReport report = sample_report();
+  // snapkv:budget=0.25 takes half the full time at 256 tokens and a quarter at 512: a mean ratio of 0.375.
+  for (CellResult& c : report.cells)
+    if (c.policy == "snapkv:budget=0.25") c.ttft_ms = c.length == 256 ? 5 : 7.5;
+  const std::string svg = accuracy_vs_ttft_svg(report);
+  EXPECT_EQ(count(svg, "<circle"), 3u);
+  EXPECT_NE(svg.find("time to first token (fraction of the full model&apos;s)"), std::string::npos);
+  EXPECT_NE(svg.find("snapkv:budget=0.25: accuracy 87.5%, TTFT 37.5%"), std::string::npos) << svg;
+  EXPECT_NE(svg.find("snapkv:budget=0.5: accuracy 75.0%, TTFT 100.0%"), std::string::npos);
+}
+
 TEST(Report, AccuracySvgEscapesLabels) {
   EvalReport report = sample_report();
   const std::string weird = "we<ird&co:b=\"1\"";
@@ -232,6 +244,7 @@ TEST(Report, WriteReportWritesFilesAtomically) {
   const std::vector<std::string> expected = {dir + "/report.md",
                                              dir + "/report.json",
                                              dir + "/accuracy_vs_kv.svg",
+                                             dir + "/accuracy_vs_ttft.svg",
                                              dir + "/needle_heatmap-full.svg",
                                              dir + "/needle_heatmap-snapkv_budget_0.25.svg",
                                              dir + "/needle_heatmap-snapkv_budget_0.5.svg"};

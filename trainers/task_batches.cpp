@@ -84,6 +84,7 @@ TokenBatch make_task_batch(const TaskMixture& mixture, const Tokenizer& tokenize
   auto ids_at = batch.input_ids.accessor<int64_t, 2>();
   auto positions_at = batch.positions.accessor<int64_t, 2>();
   auto labels_at = batch.labels.accessor<int64_t, 2>();
+  batch.prompt_tokens = at::tensor(answer_starts, at::kLong);
   for (int64_t b = 0; b < batch_size; ++b) {
     const auto& sequence = sequences[b];
     for (int64_t t = 0; t + 1 < static_cast<int64_t>(sequence.size()); ++t) {

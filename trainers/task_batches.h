@@ -3,6 +3,7 @@
 // (seed, step, micro-batch index): which task, how long, and the sample itself, so resumed and
 // data-parallel runs see exactly the batches of an uninterrupted single-process run.
 #include <ATen/ATen.h>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -26,7 +27,11 @@ struct TokenBatch {
   at::Tensor positions;  // [batch, tokens] int64, -1 on padding
   at::Tensor labels;     // [batch, tokens] int64, next token or -100 where no loss is taken
   int64_t loss_tokens = 0;
+  at::Tensor prompt_tokens;  // [batch] int64: each row's prompt length (task batches); undefined for document windows
 };
+
+// A micro-batch of text as a pure function of (seed, step, micro-batch): the task mixture or document windows.
+using BatchSource = std::function<TokenBatch(uint64_t seed, int64_t step, int64_t micro_batch)>;
 
 // Checks names and weights; an InputError names the recipe field.
 void validate(const TaskMixture& mixture);

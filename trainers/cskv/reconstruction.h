@@ -48,9 +48,6 @@ LayerError layer_error(const LowRankLayer& factors, const at::Tensor& key_weight
 at::Tensor query_moment(const at::Tensor& query_weight, const at::Tensor& inputs, const at::Tensor& positions,
                         const at::Tensor& inv_freq, int64_t heads, int64_t kv_heads);
 
-// A micro-batch of text as a pure function of (seed, step, micro-batch): the task mixture or document windows.
-using BatchSource = std::function<TokenBatch(uint64_t seed, int64_t step, int64_t micro_batch)>;
-
 struct ReconstructionConfig {
   BatchSource batches;
   uint64_t seed = 0;
