@@ -1,0 +1,179 @@
+// Lizard's and LoLCATs' hybrid attention: Hedgehog features, the quadratic, chunked and recurrent forms agreeing,
+// and the identities the method rests on (a full window is softmax, γ ≡ 1 is ungated, sinks at -∞ vanish).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "runtime/hybrid_attention.h"
+#include "runtime/transformer.h"
+
+namespace kvforge {
+namespace {
+
+struct Shapes {
+  int64_t batch = 2, heads = 3, tokens = 37, head_dim = 8, features = 6, value_dim = 8, sinks = 4;
+};
+
+// Fresh random inputs: features from a Hedgehog map, gates in (0, 1), sink and window logits.
+HybridInputs random_inputs(const Shapes& s, at::ScalarType dtype, uint64_t seed) {
+  at::manual_seed(seed);
+  const at::TensorOptions options = at::TensorOptions().dtype(dtype);
+  HybridInputs in;
+  in.queries = at::randn({s.batch, s.heads, s.tokens, s.head_dim}, options);
+  in.keys = at::randn({s.batch, s.heads, s.tokens, s.head_dim}, options);
+  in.values = at::randn({s.batch, s.heads, s.tokens, s.value_dim}, options);
+  const at::Tensor weight = at::randn({s.heads, s.head_dim, s.features / 2}, options);
+  in.query_features = hedgehog_features(in.queries, weight);
+  in.key_features = hedgehog_features(in.keys, weight * 0.7);
+  in.log_gates = at::log_sigmoid(at::randn({s.batch, s.heads, s.tokens}, options) + 2);
+  in.sink_logits = at::randn({s.heads, s.sinks}, options);
+  in.window_logits = at::randn({s.heads}, options);
+  return in;
+}
+
+double max_difference(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); }
+
+TEST(Lizard, HedgehogFeaturesArePositiveAndHalvesSumToOne) {
+  at::manual_seed(1);
+  const at::Tensor x = at::randn({2, 3, 11, 8}) * 5, weight = at::randn({3, 8, 16});
+  const at::Tensor features = hedgehog_features(x, weight);
+  EXPECT_EQ(features.sizes(), (std::vector<int64_t>{2, 3, 11, 32}));
+  EXPECT_GT(features.min().item<double>(), 0.0);  // x·W reaches ±100 here: softmax alone would underflow to 0
+  EXPECT_LT((features.narrow(-1, 0, 16).sum(-1) - 1).abs().max().item<double>(), 1e-5);
+  EXPECT_LT((features.narrow(-1, 16, 16).sum(-1) - 1).abs().max().item<double>(), 1e-5);
+}
+
+TEST(Lizard, QuadraticChunkedAndRecurrentFormsAgree) {
+  Shapes shapes;
+  shapes.value_dim = 5;  // values need not be as wide as keys
+  for (HybridKind kind : {HybridKind::kLizard, HybridKind::kLolcats}) {
+    for (LinearKeys keys : {LinearKeys::kOutsideWindow, LinearKeys::kAll}) {
+      if (kind == HybridKind::kLolcats && keys == LinearKeys::kAll) continue;
+      for (int64_t window : {1, 5, 16, 64}) {
+        for (int64_t chunk : {1, 8, 64}) {
+          HybridAttentionConfig config;
+          config.kind = kind;
+          config.window = window;
+          config.linear_keys = keys;
+          config.window_scale = 0.8;
+          const std::string where = "kind " + std::to_string(static_cast<int>(kind)) + " keys " +
+                                    std::to_string(static_cast<int>(keys)) + " window " + std::to_string(window) +
+                                    " chunk " + std::to_string(chunk);
+          for (at::ScalarType dtype : {at::kDouble, at::kFloat}) {
+            HybridInputs in = random_inputs(shapes, dtype, 7 + window + chunk);
+            if (kind == HybridKind::kLolcats) in.log_gates = at::Tensor();
+            const double tolerance = dtype == at::kDouble ? 1e-10 : 1e-5;
+            const at::Tensor quadratic = hybrid_attention_quadratic(in, config);
+            EXPECT_TRUE(at::isfinite(quadratic).all().item<bool>()) << where;
+            EXPECT_LT(max_difference(hybrid_attention_chunked(in, config, chunk), quadratic), tolerance) << where;
+            if (chunk == 8)
+              EXPECT_LT(max_difference(hybrid_attention_recurrent(in, config), quadratic), tolerance) << where;
+          }
+        }
+      }
+    }
+  }
+}
+
+// Causal softmax attention per head, through the runtime's own masked attention (its softmax runs in fp32, hence
+// the 1e-6 below on float64 inputs).
+at::Tensor causal_softmax(const HybridInputs& in) {
+  const int64_t batch = in.queries.size(0), tokens = in.queries.size(2);
+  const at::Tensor positions = at::arange(tokens, at::kLong).unsqueeze(0).expand({batch, tokens});
+  return grouped_attention(in.queries, in.keys, in.values, attention_mask(positions, positions, 0));
+}
+
+TEST(Lizard, WindowAsLongAsTheSequenceIsExactSoftmax) {
+  const Shapes shapes;
+  HybridInputs in = random_inputs(shapes, at::kDouble, 3);
+  in.sink_logits = at::Tensor();
+  const at::Tensor softmax = causal_softmax(in);
+  HybridAttentionConfig config;
+  config.window = shapes.tokens;
+  EXPECT_LT(max_difference(hybrid_attention_chunked(in, config, 8), softmax), 1e-6);
+  config.kind = HybridKind::kLolcats;  // its window weight cancels when every key is in the window
+  in.log_gates = at::Tensor();
+  EXPECT_LT(max_difference(hybrid_attention_chunked(in, config, 8), softmax), 1e-6);
+  config.window = shapes.tokens - 1;  // one key short: no longer softmax
+  EXPECT_GT(max_difference(hybrid_attention_chunked(in, config, 8), softmax), 1e-3);
+}
+
+TEST(Lizard, GatesOfOneGiveUngatedLinearAttentionPlusTheWindow) {
+  const Shapes shapes;
+  HybridInputs in = random_inputs(shapes, at::kDouble, 4);
+  in.log_gates = at::zeros_like(in.log_gates);
+  HybridAttentionConfig config;
+  config.window = 6;
+  // Ungated linear attention over the keys outside the window, by prefix sums, plus the window's softmax with sinks.
+  const at::Tensor kv = (in.key_features.unsqueeze(-1) * in.values.unsqueeze(-2)).cumsum(2);  // [b, h, t, f, dv]
+  const at::Tensor k_sum = in.key_features.cumsum(2);
+  const int64_t t = shapes.tokens, w = config.window;
+  at::Tensor linear = at::zeros_like(in.values);
+  const at::Tensor q = in.query_features.narrow(2, w, t - w);
+  const at::Tensor numerator = at::matmul(q.unsqueeze(-2), kv.narrow(2, 0, t - w)).squeeze(-2);
+  const at::Tensor denominator = (q * k_sum.narrow(2, 0, t - w)).sum(-1, true);
+  linear.narrow(2, w, t - w).copy_(numerator / denominator);
+  HybridInputs window_only = in;
+  window_only.query_features = at::zeros_like(in.query_features);  // the linear branch silenced
+  const at::Tensor expected = linear + hybrid_attention_quadratic(window_only, config);
+  EXPECT_LT(max_difference(hybrid_attention_chunked(in, config, 8), expected), 1e-10);
+  // ... and real gates change the answer.
+  EXPECT_GT(max_difference(hybrid_attention_chunked(random_inputs(shapes, at::kDouble, 4), config, 8), expected), 1e-3);
+}
+
+TEST(Lizard, SinkLogitsAtMinusInfinityRecoverSlidingWindowSoftmax) {
+  const Shapes shapes;
+  HybridInputs in = random_inputs(shapes, at::kDouble, 5);
+  in.query_features = at::zeros_like(in.query_features);  // the window branch alone
+  HybridAttentionConfig config;
+  config.window = 7;
+  const int64_t batch = shapes.batch, tokens = shapes.tokens;
+  const at::Tensor positions = at::arange(tokens, at::kLong).unsqueeze(0).expand({batch, tokens});
+  const at::Tensor sliding =
+      grouped_attention(in.queries, in.keys, in.values, attention_mask(positions, positions, config.window));
+  in.sink_logits = at::full({shapes.heads, shapes.sinks}, -std::numeric_limits<double>::infinity(), at::kDouble);
+  EXPECT_LT(max_difference(hybrid_attention_chunked(in, config, 8), sliding), 1e-6);  // fp32 softmax there
+  EXPECT_LT(max_difference(hybrid_attention_recurrent(in, config), sliding), 1e-6);
+  in.sink_logits = at::zeros({shapes.heads, shapes.sinks}, at::kDouble);  // finite sinks take weight, carry no value
+  const at::Tensor damped = hybrid_attention_chunked(in, config, 8);
+  EXPECT_LT(damped.norm().item<double>(), sliding.norm().item<double>());
+}
+
+TEST(Lizard, DecodeStateDoesNotGrowWithTheSequence) {
+  Shapes shapes;
+  shapes.tokens = 1;
+  HybridAttentionConfig config;
+  config.window = 16;
+  HybridDecodeState state(config, shapes.batch, shapes.heads, shapes.features, shapes.head_dim, shapes.value_dim,
+                          at::TensorOptions().dtype(at::kFloat));
+  const int64_t initial = state.bytes();
+  EXPECT_GT(initial, 0);
+  for (int64_t t = 0; t < 300; ++t) {
+    const HybridInputs in = random_inputs(shapes, at::kFloat, 100 + t);
+    const at::Tensor y = state.step(in.query_features, in.key_features, in.queries, in.keys, in.values, in.log_gates,
+                                    in.sink_logits, in.window_logits);
+    ASSERT_TRUE(at::isfinite(y).all().item<bool>()) << t;
+    if (t == 10 || t == 299) EXPECT_EQ(state.bytes(), initial) << t;
+  }
+  EXPECT_EQ(state.tokens(), 300);
+}
+
+TEST(Lizard, ChunkedFormStaysFiniteUnderStrongDecay) {
+  Shapes shapes;
+  shapes.tokens = 200;
+  HybridInputs in = random_inputs(shapes, at::kFloat, 9);
+  in.log_gates = at::full_like(in.log_gates, -30.0);  // the cumulative gate reaches -6000: exp would underflow
+  HybridAttentionConfig config;
+  config.window = 4;
+  const at::Tensor chunked = hybrid_attention_chunked(in, config, 64);
+  EXPECT_TRUE(at::isfinite(chunked).all().item<bool>());
+  HybridInputs reference = in;
+  for (at::Tensor* t : {&reference.queries, &reference.keys, &reference.values, &reference.query_features,
+                        &reference.key_features, &reference.log_gates, &reference.sink_logits})
+    *t = t->to(at::kDouble);
+  EXPECT_LT(max_difference(chunked.to(at::kDouble), hybrid_attention_quadratic(reference, config)), 1e-4);
+}
+
+}  // namespace
+}  // namespace kvforge
