@@ -1,7 +1,10 @@
 #include "runtime/transformer.h"
 
+#include <torch/utils.h>
+
 #include <cmath>
 #include <limits>
+#include <stdexcept>
 
 #include "kernels/bindings.h"
 
@@ -53,6 +56,7 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeAngles& rope, c
   at::Tensor k = k_proj->forward(x).view({batch, tokens, num_kv_heads, head_dim}).transpose(1, 2);
   at::Tensor v = v_proj->forward(x).view({batch, tokens, num_kv_heads, head_dim}).transpose(1, 2);
   if (cache != nullptr) cache->pre_rope(layer_index, k, v);
+  const at::Tensor unrotated_q = q, unrotated_k = k;
   q = apply_rope(q, rope);
   k = apply_rope(k, rope);
   CachedKV kv = cache != nullptr ? cache->update(layer_index, k, v, positions) : CachedKV{k, v, positions};
@@ -60,13 +64,29 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeAngles& rope, c
   // KV Prediction's predicted cache does in training) make a plain causal mask exact.
   const bool aligned = cache == nullptr || (kv.keys.size(2) == tokens && kv.window_tokens == 0 &&
                                             !kv.streaming_heads.defined() && !kv.low_rank);
-  at::Tensor out;
-  if (causal_prefix && aligned && sliding_window == 0 && x.is_cuda()) {
-    out = at::scaled_dot_product_attention(q, kv.keys, kv.values, /*attn_mask=*/{}, /*dropout_p=*/0.0,
-                                           /*is_causal=*/true, /*scale=*/std::nullopt, /*enable_gqa=*/true);
-  } else {
-    out = attend(q, kv, positions);
+  auto softmax_attention = [&] {
+    if (causal_prefix && aligned && sliding_window == 0 && x.is_cuda())
+      return at::scaled_dot_product_attention(q, kv.keys, kv.values, /*attn_mask=*/{}, /*dropout_p=*/0.0,
+                                              /*is_causal=*/true, /*scale=*/std::nullopt, /*enable_gqa=*/true);
+    return attend(q, kv, positions);
+  };
+  auto project_out = [&](const at::Tensor& heads_out) {
+    return o_proj->forward(heads_out.transpose(1, 2).reshape({batch, tokens, num_heads * head_dim}));
+  };
+  if (linearization != nullptr) {
+    if (cache != nullptr)
+      throw std::logic_error("linearized attention reads whole sequences (training); it cannot attend over a KV cache");
+    at::Tensor student = linearization->attend(layer_index, x, unrotated_q, unrotated_k, q, k, v);
+    if (!linearization->attention_transfer) return project_out(student);
+    at::Tensor teacher;
+    {
+      torch::NoGradGuard no_grad;
+      teacher = softmax_attention();
+    }
+    linearization->add_transfer_loss(student, teacher, positions);
+    return project_out(teacher);  // the next layer learns from the teacher's inputs
   }
+  at::Tensor out = softmax_attention();
   if (head_mixing != nullptr) {
     if (head_mixing->recording) {
       head_mixing->recorded.at(layer_index) = out.detach();
@@ -79,7 +99,7 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeAngles& rope, c
     }
   }
   if (cache != nullptr) cache->after_attention(layer_index, q, positions);
-  return o_proj->forward(out.transpose(1, 2).reshape({batch, tokens, num_heads * head_dim}));
+  return project_out(out);
 }
 
 MlpImpl::MlpImpl(const ModelConfig& config, const at::TensorOptions& options) {
@@ -168,6 +188,10 @@ at::Tensor TransformerImpl::forward(const at::Tensor& input_ids, const at::Tenso
   at::Tensor h = hidden_states(input_ids, positions, cache, causal_prefix);
   if (last_only) h = h.narrow(1, h.size(1) - 1, 1);
   return at::linear(h, output_weight());
+}
+
+void TransformerImpl::set_linearization(Linearization* linearization) {
+  for (const auto& layer : *model->layers) layer->as<DecoderLayer>()->self_attn->linearization = linearization;
 }
 
 void TransformerImpl::set_head_mixing(HeadMixing* mixing) {

@@ -8,6 +8,7 @@
 
 #include "runtime/head_mixing.h"
 #include "runtime/kv_cache.h"
+#include "runtime/linearized_attention.h"
 #include "runtime/model_config.h"
 #include "runtime/rope.h"
 
@@ -48,7 +49,8 @@ struct AttentionImpl : torch::nn::Module {
 
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   int64_t layer_index, num_heads, num_kv_heads, head_dim, sliding_window;
-  HeadMixing* head_mixing = nullptr;  // not owned; see TransformerImpl::set_head_mixing
+  HeadMixing* head_mixing = nullptr;       // not owned; see TransformerImpl::set_head_mixing
+  Linearization* linearization = nullptr;  // not owned; see TransformerImpl::set_linearization
 
  private:
   // Attention of q over what a step sees: the decode kernel where it applies, else the masked path.
@@ -98,6 +100,9 @@ struct TransformerImpl : torch::nn::Module {
   const at::Tensor& output_weight() const;  // lm_head, or the embedding when tied
   // Mixed-head attention in every layer while `mixing` is set (nullptr detaches it); not owned.
   void set_head_mixing(HeadMixing* mixing);
+  // Linearized (Lizard / LoLCATs) attention in every layer while set, over whole sequences without a cache
+  // (nullptr detaches it); not owned.
+  void set_linearization(Linearization* linearization);
 
   ModelConfig config;
   DecoderStack model{nullptr};

@@ -6,7 +6,11 @@
 #include <cmath>
 
 #include "runtime/hybrid_attention.h"
+#include "runtime/linearized_attention.h"
+#include "runtime/model_loader.h"
 #include "runtime/transformer.h"
+#include "test_util.h"
+#include "trainers/lizard/attention_transfer.h"
 
 namespace kvforge {
 namespace {
@@ -173,6 +177,81 @@ TEST(Lizard, ChunkedFormStaysFiniteUnderStrongDecay) {
                         &reference.key_features, &reference.log_gates, &reference.sink_logits})
     *t = t->to(at::kDouble);
   EXPECT_LT(max_difference(chunked.to(at::kDouble), hybrid_attention_quadratic(reference, config)), 1e-4);
+}
+
+// Right-padded training rows of random tokens.
+BatchSource random_batches(int64_t rows, int64_t tokens, int64_t vocab) {
+  return [=](uint64_t seed, int64_t step, int64_t micro_batch) {
+    at::manual_seed(mix_seed({seed, static_cast<uint64_t>(step), static_cast<uint64_t>(micro_batch)}));
+    TokenBatch batch;
+    batch.input_ids = at::randint(0, vocab - 8, {rows, tokens}, at::kLong);
+    batch.positions = at::arange(tokens, at::kLong).unsqueeze(0).repeat({rows, 1});
+    batch.positions[rows - 1].narrow(0, tokens / 2, tokens - tokens / 2).fill_(-1);  // one row half padding
+    batch.labels = at::full_like(batch.input_ids, -100);
+    return batch;
+  };
+}
+
+TEST(LizardTransfer, AWindowOverTheWholeSequenceTransfersExactly) {
+  Transformer& model = testing::tiny_base_model().model;
+  LinearizationConfig config;
+  config.attention.window = 64;
+  config.sinks = 0;
+  config.feature_dim = 16;
+  Linearization linearization(model->config, config, at::TensorOptions().dtype(at::kFloat));
+  lizard::AttentionTransferObjective objective(model, linearization, random_batches(3, 64, model->config.vocab_size),
+                                               1);
+  EXPECT_LT(objective.held_out(2), 1e-10);  // the student is the teacher's softmax: nothing to transfer
+  config.attention.window = 16;             // a real window: the linear branch now stands in for 48 keys
+  Linearization shorter(model->config, config, at::TensorOptions().dtype(at::kFloat));
+  lizard::AttentionTransferObjective real(model, shorter, random_batches(3, 64, model->config.vocab_size), 1);
+  EXPECT_GT(real.held_out(2), 1e-6);
+}
+
+TEST(LizardTransfer, TheTeachersOutputFeedsTheNextLayer) {
+  torch::NoGradGuard no_grad;
+  Transformer& model = testing::tiny_base_model().model;
+  LinearizationConfig config;
+  config.attention.window = 8;
+  Linearization linearization(model->config, config, at::TensorOptions().dtype(at::kFloat));
+  const TokenBatch batch = random_batches(2, 40, model->config.vocab_size)(3, 0, 0);
+  const at::Tensor plain = model->hidden_states(batch.input_ids, batch.positions, nullptr, true);
+  linearization.attention_transfer = true;
+  model->set_linearization(&linearization);
+  const at::Tensor transferring = model->hidden_states(batch.input_ids, batch.positions, nullptr, true);
+  linearization.attention_transfer = false;
+  const at::Tensor linearized = model->hidden_states(batch.input_ids, batch.positions, nullptr, true);
+  model->set_linearization(nullptr);
+  EXPECT_TRUE(at::equal(transferring, plain));
+  EXPECT_GT((linearized - plain).abs().max().item<double>(), 1e-3);  // the student alone is not the teacher
+  EXPECT_TRUE(linearization.transfer_loss.defined());
+}
+
+TEST(LizardTransfer, TrainingTheFeatureMapsAndGatesLowersTheTransferLoss) {
+  Transformer& model = testing::tiny_base_model().model;
+  const at::Tensor query_weight = model->named_parameters()["model.layers.1.self_attn.q_proj.weight"].clone();
+  for (HybridKind kind : {HybridKind::kLizard, HybridKind::kLolcats}) {
+    LinearizationConfig config;
+    config.attention.kind = kind;
+    config.attention.window = 8;
+    config.feature_dim = 16;
+    Linearization linearization(model->config, config, at::TensorOptions().dtype(at::kFloat));
+    lizard::AttentionTransferObjective objective(model, linearization, random_batches(4, 96, model->config.vocab_size),
+                                                 5);
+    const double before = objective.held_out(2);
+    LoopConfig loop;
+    loop.steps = 40;
+    loop.schedule.kind = "constant";
+    loop.schedule.peak_lr = 2e-2;
+    loop.schedule.total_steps = 40;
+    loop.log_every = 0;
+    loop.out_dir = testing::make_temp_dir("lizard-transfer");
+    run_training(objective, loop, nullptr);
+    const double after = objective.held_out(2);
+    EXPECT_LT(after, 0.8 * before) << "kind " << static_cast<int>(kind) << ": " << before << " -> " << after;
+  }
+  // Only the linearization learned: the model's own weights are untouched.
+  EXPECT_TRUE(at::equal(model->named_parameters()["model.layers.1.self_attn.q_proj.weight"], query_weight));
 }
 
 }  // namespace

@@ -1,0 +1,79 @@
+#include "runtime/linearized_attention.h"
+
+#include <stdexcept>
+
+namespace kvforge {
+namespace {
+
+at::Tensor repeat_heads(const at::Tensor& x, int64_t heads) {
+  const int64_t group = heads / x.size(1);
+  return group > 1 ? x.repeat_interleave(group, 1) : x;
+}
+
+}  // namespace
+
+LinearizedLayerImpl::LinearizedLayerImpl(const ModelConfig& model, const LinearizationConfig& config,
+                                         const at::TensorOptions& options) {
+  const int64_t heads = model.num_heads, head_dim = model.head_dim, features = config.feature_dim;
+  const at::Tensor identity = at::eye(head_dim, features, options).unsqueeze(0).repeat({heads, 1, 1});
+  query_map = register_parameter("query_map", identity.clone());
+  key_map = register_parameter("key_map", identity.clone());
+  if (config.attention.kind == HybridKind::kLizard) {
+    gate_weight = register_parameter("gate_weight", at::zeros({heads, model.hidden_size}, options));
+    gate_bias = register_parameter("gate_bias", at::full({heads}, config.gate_bias, options));
+    if (config.sinks > 0)
+      sink_logits = register_parameter("sink_logits", at::full({heads, config.sinks}, config.sink_init, options));
+  } else {
+    window_logits = register_parameter("window_logits", at::full({heads}, config.window_logit_init, options));
+  }
+}
+
+Linearization::Linearization(const ModelConfig& model, LinearizationConfig config, const at::TensorOptions& options)
+    : config(std::move(config)) {
+  if (this->config.feature_dim < 1) throw std::invalid_argument("linearization: feature_dim must be >= 1");
+  for (int64_t l = 0; l < model.num_layers; ++l) layers.push_back(LinearizedLayer(model, this->config, options));
+}
+
+std::vector<at::Tensor> Linearization::parameters() const {
+  std::vector<at::Tensor> all;
+  for (const LinearizedLayer& layer : layers)
+    for (const at::Tensor& parameter : layer->parameters()) all.push_back(parameter);
+  return all;
+}
+
+at::Tensor Linearization::attend(int64_t layer, const at::Tensor& x, const at::Tensor& queries, const at::Tensor& keys,
+                                 const at::Tensor& rotated_queries, const at::Tensor& rotated_keys,
+                                 const at::Tensor& values) const {
+  const LinearizedLayer& parameters = layers.at(layer);
+  const int64_t heads = queries.size(1);
+  const at::Tensor feature_queries = config.features_after_rope ? rotated_queries : queries;
+  const at::Tensor feature_keys = repeat_heads(config.features_after_rope ? rotated_keys : keys, heads);
+  HybridInputs inputs;
+  inputs.query_features = hedgehog_features(feature_queries, parameters->query_map.to(queries.scalar_type()));
+  inputs.key_features = hedgehog_features(feature_keys, parameters->key_map.to(queries.scalar_type()));
+  inputs.queries = rotated_queries;
+  inputs.keys = repeat_heads(rotated_keys, heads);
+  inputs.values = repeat_heads(values, heads);
+  if (config.attention.kind == HybridKind::kLizard) {
+    // log γ = log σ(W_γ x + b) per head and token: [batch, heads, tokens]
+    const at::Tensor logits =
+        at::linear(x, parameters->gate_weight.to(x.scalar_type()), parameters->gate_bias.to(x.scalar_type()));
+    inputs.log_gates = at::log_sigmoid(logits.to(at::kFloat)).to(queries.scalar_type()).transpose(1, 2);
+    if (parameters->sink_logits.defined()) inputs.sink_logits = parameters->sink_logits;
+  } else {
+    inputs.window_logits = parameters->window_logits;
+  }
+  return hybrid_attention_chunked(inputs, config.attention, config.chunk);
+}
+
+void Linearization::add_transfer_loss(const at::Tensor& student, const at::Tensor& teacher,
+                                      const at::Tensor& positions) {
+  // [batch, heads, tokens, head_dim]; padding (position -1) excluded from the mean.
+  const at::Tensor valid = (positions >= 0).unsqueeze(1).unsqueeze(3).to(at::kFloat);
+  const at::Tensor squared = (student.to(at::kFloat) - teacher.to(at::kFloat)).square() * valid;
+  const double per_token = static_cast<double>(student.size(1) * student.size(3));
+  const at::Tensor mse = squared.sum() / (valid.sum() * per_token).clamp_min(1.0);
+  transfer_loss = transfer_loss.defined() ? transfer_loss + mse : mse;
+}
+
+}  // namespace kvforge

@@ -1,0 +1,64 @@
+#pragma once
+// A softmax model's attention linearized (Lizard, LoLCATs): each layer keeps its q/k/v/o projections and gains a
+// Hedgehog feature map for queries and keys, and for Lizard a per-head scalar gate γ = σ(W_γ x + b) on the attention
+// input and learnable sink logits; the hybrid attention (runtime/hybrid_attention.h) replaces softmax over the
+// whole past. Attached to a Transformer like HeadMixing, without touching its weights.
+// Training stage 1 (attention transfer) runs the teacher's softmax beside the student in every layer, sums the
+// per-layer MSE between their outputs (before o_proj, over real tokens) and passes the teacher's output on, so every
+// layer learns from the teacher's inputs.
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+#include <vector>
+
+#include "runtime/hybrid_attention.h"
+#include "runtime/model_config.h"
+
+namespace kvforge {
+
+struct LinearizationConfig {
+  HybridAttentionConfig attention;  // kind, window, which keys the linear branch covers, α
+  int64_t feature_dim = 64;         // per half of the Hedgehog map (φ has 2 × this)
+  int64_t sinks = 4;                // Lizard's meta-memory logits per head (0 = none)
+  int64_t chunk = 64;               // chunk of the parallel form
+  // Feature maps read RoPE'd queries and keys (LoLCATs) or the unrotated ones (Lizard, "RoPE removed in the gated
+  // branch"); the window's softmax always sees them rotated, as the teacher did.
+  bool features_after_rope = false;
+  double gate_bias = 5.0;             // initial γ = σ(5) ≈ 0.993: a memory of ~150 tokens before training moves it
+  double sink_init = -5.0;            // initial sink logits: barely in the denominator
+  double window_logit_init = -2.197;  // LoLCATs' σ(w) = 0.1
+};
+
+// One layer's trainable parameters. Feature maps start at the rectangular identity (LoLCATs' lk_zero_init), so φ
+// first reads the leading channels of q and k.
+struct LinearizedLayerImpl : torch::nn::Module {
+  LinearizedLayerImpl(const ModelConfig& model, const LinearizationConfig& config, const at::TensorOptions& options);
+  at::Tensor query_map, key_map;      // [heads, head_dim, feature_dim]
+  at::Tensor gate_weight, gate_bias;  // Lizard: [heads, hidden], [heads]
+  at::Tensor sink_logits;             // Lizard with sinks: [heads, sinks]
+  at::Tensor window_logits;           // LoLCATs: [heads]
+};
+TORCH_MODULE(LinearizedLayer);
+
+struct Linearization {
+  Linearization(const ModelConfig& model, LinearizationConfig config, const at::TensorOptions& options);
+  LinearizationConfig config;
+  std::vector<LinearizedLayer> layers;
+  std::vector<at::Tensor> parameters() const;
+
+  // Stage 1: see the header comment. transfer_loss sums each layer's MSE; reset it before a forward.
+  bool attention_transfer = false;
+  at::Tensor transfer_loss;
+
+  // The hybrid attention of `layer` for a whole sequence (the parallel form). x: the attention's input
+  // [batch, tokens, hidden]; queries/keys before and after RoPE [batch, heads or kv_heads, tokens, head_dim]
+  // (K/V are repeated to the query heads here); values [batch, kv_heads, tokens, head_dim].
+  // Returns [batch, heads, tokens, head_dim].
+  at::Tensor attend(int64_t layer, const at::Tensor& x, const at::Tensor& queries, const at::Tensor& keys,
+                    const at::Tensor& rotated_queries, const at::Tensor& rotated_keys, const at::Tensor& values) const;
+  // Stage 1's bookkeeping: adds MSE(student, teacher) over the tokens with positions >= 0 to transfer_loss.
+  void add_transfer_loss(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& positions);
+};
+
+}  // namespace kvforge
