@@ -29,6 +29,17 @@ at::Tensor safe_divide(const at::Tensor& numerator, const at::Tensor& denominato
                    at::zeros_like(numerator));
 }
 
+// Padding keys out of both branches: zero key features (no linear weight) and values; the window masks them.
+HybridInputs without_padding_keys(const HybridInputs& inputs) {
+  if (!inputs.key_valid.defined()) return inputs;
+  HybridInputs masked = inputs;
+  const at::Tensor valid = inputs.key_valid.unsqueeze(1).unsqueeze(-1).to(inputs.values.scalar_type());
+  masked.key_features = inputs.key_features * valid;
+  masked.values = inputs.values * valid;
+  if (inputs.log_gates.defined()) masked.log_gates = inputs.log_gates * valid.squeeze(-1);  // padding decays nothing
+  return masked;
+}
+
 // The window branch from its scores (masked entries -inf) and values: Lizard's softmax with sink logits in the
 // denominator, or LoLCATs' weighted, max-scaled terms to be shared with the linear ones.
 struct WindowTerms {
@@ -49,7 +60,7 @@ WindowTerms window_terms(const at::Tensor& scores, const at::Tensor& values, con
     sinks = per_head(inputs.sink_logits).unsqueeze(-2).to(scores.scalar_type());  // [1, heads, (1,) 1, sinks]
     row_max = at::maximum(row_max, std::get<0>(sinks.max(-1, /*keepdim=*/true)));
   }
-  row_max = row_max.masked_fill(at::isinf(row_max), 0);  // a row with no visible key (never: the query sees itself)
+  row_max = row_max.masked_fill(at::isinf(row_max), 0);  // a row that sees no key (a padding query): 0 out
   at::Tensor weights = at::exp(scores - row_max);
   if (config.kind == HybridKind::kLolcats)
     weights =
@@ -57,6 +68,15 @@ WindowTerms window_terms(const at::Tensor& scores, const at::Tensor& values, con
   WindowTerms terms{at::matmul(weights, values), weights.sum(-1)};
   if (sinks.defined()) terms.denominator = terms.denominator + at::exp(sinks - row_max).sum(-1);
   return terms;
+}
+
+// Y from the two branches' numerators and denominators (an empty branch contributes 0).
+at::Tensor combine(const WindowTerms& window, const at::Tensor& linear_numerator, const at::Tensor& linear_denominator,
+                   const HybridAttentionConfig& config) {
+  if (config.kind == HybridKind::kLolcats)
+    return safe_divide(window.numerator + linear_numerator, window.denominator + linear_denominator);
+  return safe_divide(linear_numerator, linear_denominator) +
+         config.window_scale * safe_divide(window.numerator, window.denominator);
 }
 
 // Causal gated linear attention, inclusive (query s reads keys j <= s): out_s = Σ_j exp(c_s - c_j) (q_s·k_j) v_j with
@@ -114,14 +134,16 @@ at::Tensor hedgehog_features(const at::Tensor& x, const at::Tensor& weight) {
   return at::cat({at::softmax(projected, -1), at::softmax(-projected, -1)}, -1).clamp_min(1e-12);
 }
 
-at::Tensor hybrid_attention_quadratic(const HybridInputs& inputs, const HybridAttentionConfig& config) {
-  check(inputs, config);
+at::Tensor hybrid_attention_quadratic(const HybridInputs& unmasked, const HybridAttentionConfig& config) {
+  check(unmasked, config);
+  const HybridInputs inputs = without_padding_keys(unmasked);
   const int64_t tokens = inputs.queries.size(2), window = config.window;
   const double scale = 1.0 / std::sqrt(static_cast<double>(inputs.queries.size(3)));
   const at::TensorOptions index = inputs.queries.options().dtype(at::kLong);
   const at::Tensor i = at::arange(tokens, index).unsqueeze(1), j = at::arange(tokens, index).unsqueeze(0);
   const at::Tensor causal = j <= i;
-  const at::Tensor in_window = causal & (i - j < window);
+  at::Tensor in_window = causal & (i - j < window);
+  if (inputs.key_valid.defined()) in_window = in_window & inputs.key_valid.unsqueeze(1).unsqueeze(2);
   const at::Tensor in_linear = config.linear_keys == LinearKeys::kAll ? causal : causal & (i - j >= window);
 
   const at::Tensor scores = (at::matmul(inputs.queries, inputs.keys.transpose(-1, -2)) * scale)
@@ -133,15 +155,12 @@ at::Tensor hybrid_attention_quadratic(const HybridInputs& inputs, const HybridAt
     linear = linear * at::exp((c.unsqueeze(-1) - c.unsqueeze(-2)).masked_fill(causal.logical_not(), kNegativeInfinity));
   }
   linear = linear.masked_fill(in_linear.logical_not(), 0);
-  const at::Tensor linear_numerator = at::matmul(linear, inputs.values), linear_denominator = linear.sum(-1);
-  if (config.kind == HybridKind::kLolcats)
-    return (windowed.numerator + linear_numerator) / (windowed.denominator + linear_denominator).unsqueeze(-1);
-  return safe_divide(linear_numerator, linear_denominator) +
-         config.window_scale * windowed.numerator / windowed.denominator.unsqueeze(-1);
+  return combine(windowed, at::matmul(linear, inputs.values), linear.sum(-1), config);
 }
 
-at::Tensor hybrid_attention_chunked(const HybridInputs& inputs, const HybridAttentionConfig& config, int64_t chunk) {
-  check(inputs, config);
+at::Tensor hybrid_attention_chunked(const HybridInputs& unmasked, const HybridAttentionConfig& config, int64_t chunk) {
+  check(unmasked, config);
+  const HybridInputs inputs = without_padding_keys(unmasked);
   if (chunk < 1) throw std::invalid_argument("hybrid attention: chunk must be >= 1");
   const int64_t batch = inputs.queries.size(0), heads = inputs.queries.size(1), tokens = inputs.queries.size(2);
   const int64_t value_dim = inputs.values.size(3), window = config.window;
@@ -159,7 +178,12 @@ at::Tensor hybrid_attention_chunked(const HybridInputs& inputs, const HybridAtte
   const at::TensorOptions index = inputs.queries.options().dtype(at::kLong);
   const at::Tensor a = at::arange(chunk, index).unsqueeze(1), k = at::arange(chunk + window - 1, index).unsqueeze(0);
   const at::Tensor key_position = (at::arange(chunks, index) * chunk - (window - 1)).view({chunks, 1, 1}) + k;
-  const at::Tensor visible = ((k >= a) & (k <= a + window - 1)).unsqueeze(0) & (key_position >= 0);  // [n, C, C+w-1]
+  at::Tensor visible = ((k >= a) & (k <= a + window - 1)).unsqueeze(0) & (key_position >= 0);  // [n, C, C+w-1]
+  if (inputs.key_valid.defined()) {  // the band's padding keys: [b, 1, n, 1, C+w-1]
+    const at::Tensor valid = window_blocks(inputs.key_valid.unsqueeze(1).unsqueeze(-1).to(inputs.values.scalar_type()),
+                                           window, chunk, chunks);
+    visible = visible & (valid.squeeze(-1).unsqueeze(-2) > 0.5);
+  }
   const at::Tensor scores =
       (at::matmul(q, block_keys.transpose(-1, -2)) * scale).masked_fill(visible.logical_not(), kNegativeInfinity);
   WindowTerms windowed = window_terms(scores, block_values, inputs, config);
@@ -178,12 +202,7 @@ at::Tensor hybrid_attention_chunked(const HybridInputs& inputs, const HybridAtte
       inputs.log_gates.defined() ? inputs.log_gates : at::zeros({batch, heads, tokens}, inputs.values.options());
   at::Tensor linear = gated_linear_attention(shifted_queries, inputs.key_features, values_and_ones, log_gates, chunk);
   linear = at::cat({at::zeros_like(linear.narrow(2, 0, shift)), linear.narrow(2, 0, tokens - shift)}, 2);
-  const at::Tensor linear_numerator = linear.narrow(-1, 0, value_dim),
-                   linear_denominator = linear.select(-1, value_dim);
-  if (config.kind == HybridKind::kLolcats)
-    return (windowed.numerator + linear_numerator) / (windowed.denominator + linear_denominator).unsqueeze(-1);
-  return safe_divide(linear_numerator, linear_denominator) +
-         config.window_scale * windowed.numerator / windowed.denominator.unsqueeze(-1);
+  return combine(windowed, linear.narrow(-1, 0, value_dim), linear.select(-1, value_dim), config);
 }
 
 HybridDecodeState::HybridDecodeState(const HybridAttentionConfig& config, int64_t batch, int64_t heads,
@@ -197,11 +216,12 @@ HybridDecodeState::HybridDecodeState(const HybridAttentionConfig& config, int64_
   values_ = at::zeros({batch, heads, config.window, value_dim}, options);
   key_features_ = at::zeros({batch, heads, config.window, features}, options);
   log_gates_ = at::zeros({batch, heads, config.window}, options);
+  valid_ = at::zeros({batch, config.window}, options.dtype(at::kBool));
 }
 
 int64_t HybridDecodeState::bytes() const {
   int64_t total = 0;
-  for (const at::Tensor* t : {&state_, &normaliser_, &keys_, &values_, &key_features_, &log_gates_})
+  for (const at::Tensor* t : {&state_, &normaliser_, &keys_, &values_, &key_features_, &log_gates_, &valid_})
     total += t->nbytes();
   return total;
 }
@@ -209,9 +229,11 @@ int64_t HybridDecodeState::bytes() const {
 at::Tensor HybridDecodeState::step(const at::Tensor& query_features, const at::Tensor& key_features,
                                    const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
                                    const at::Tensor& log_gate, const at::Tensor& sink_logits,
-                                   const at::Tensor& window_logits) {
+                                   const at::Tensor& window_logits, const at::Tensor& valid) {
   const int64_t window = config_.window, slot = tokens_ % window;
-  const at::Tensor gate = log_gate.defined() ? log_gate.squeeze(-1) : at::zeros_like(log_gates_.select(2, 0));
+  const at::Tensor real = valid.defined() ? valid.to(at::kBool) : at::ones_like(valid_.select(1, 0));
+  const at::Tensor keep = real.view({-1, 1}).to(state_.scalar_type());  // [b, 1]: padding adds nothing, decays nothing
+  const at::Tensor gate = (log_gate.defined() ? log_gate.squeeze(-1) : at::zeros_like(log_gates_.select(2, 0))) * keep;
   // S_s = γ_s S_{s-1} + φ(k_s) v_sᵀ for the token that joins the state: the one leaving the window, or this one.
   auto fold = [&](const at::Tensor& features, const at::Tensor& values, const at::Tensor& token_gate) {
     const at::Tensor decay = at::exp(token_gate);  // [b, h]
@@ -221,10 +243,12 @@ at::Tensor HybridDecodeState::step(const at::Tensor& query_features, const at::T
   if (config_.linear_keys == LinearKeys::kOutsideWindow && tokens_ >= window)
     fold(key_features_.select(2, slot), values_.select(2, slot), log_gates_.select(2, slot));
   keys_.select(2, slot).copy_(key.squeeze(2));
-  values_.select(2, slot).copy_(value.squeeze(2));
-  key_features_.select(2, slot).copy_(key_features.squeeze(2));
+  values_.select(2, slot).copy_(value.squeeze(2) * keep.unsqueeze(-1));
+  key_features_.select(2, slot).copy_(key_features.squeeze(2) * keep.unsqueeze(-1));
   log_gates_.select(2, slot).copy_(gate);
-  if (config_.linear_keys == LinearKeys::kAll) fold(key_features.squeeze(2), value.squeeze(2), gate);
+  valid_.select(1, slot).copy_(real);
+  if (config_.linear_keys == LinearKeys::kAll)
+    fold(key_features_.select(2, slot), values_.select(2, slot), log_gates_.select(2, slot));
   ++tokens_;
 
   HybridInputs parameters;
@@ -232,14 +256,41 @@ at::Tensor HybridDecodeState::step(const at::Tensor& query_features, const at::T
   parameters.window_logits = window_logits;
   const int64_t filled = std::min(tokens_, window);
   const double scale = 1.0 / std::sqrt(static_cast<double>(query.size(3)));
-  const at::Tensor scores = at::matmul(query, keys_.narrow(2, 0, filled).transpose(-1, -2)) * scale;  // [b, h, 1, w]
+  const at::Tensor padding = valid_.narrow(1, 0, filled).logical_not().view({-1, 1, 1, filled});
+  const at::Tensor scores = (at::matmul(query, keys_.narrow(2, 0, filled).transpose(-1, -2)) * scale)
+                                .masked_fill(padding, kNegativeInfinity);  // [b, h, 1, w]
   const WindowTerms windowed = window_terms(scores, values_.narrow(2, 0, filled), parameters, config_);
   const at::Tensor linear_numerator = at::matmul(query_features, state_);  // [b, h, 1, dv]
   const at::Tensor linear_denominator = at::matmul(query_features, normaliser_.unsqueeze(-1)).squeeze(-1);  // [b,h,1]
-  if (config_.kind == HybridKind::kLolcats)
-    return (windowed.numerator + linear_numerator) / (windowed.denominator + linear_denominator).unsqueeze(-1);
-  return safe_divide(linear_numerator, linear_denominator) +
-         config_.window_scale * windowed.numerator / windowed.denominator.unsqueeze(-1);
+  return combine(windowed, linear_numerator, linear_denominator, config_);
+}
+
+void HybridDecodeState::absorb(const HybridInputs& unmasked) {
+  if (tokens_ != 0) throw std::logic_error("hybrid attention: absorb() needs an empty state");
+  const HybridInputs inputs = without_padding_keys(unmasked);
+  const int64_t tokens = inputs.keys.size(2), window = config_.window;
+  // The state: keys 0..n-1 decayed to key n-1 (n = tokens - window, or every token when the linear branch reads all),
+  // padding neither adding nor decaying.
+  const int64_t folded = config_.linear_keys == LinearKeys::kAll ? tokens : std::max<int64_t>(tokens - window, 0);
+  const at::Tensor gates = inputs.log_gates.defined() ? inputs.log_gates : at::zeros_like(inputs.values.select(-1, 0));
+  if (folded > 0) {
+    const at::Tensor c = gates.narrow(2, 0, folded).cumsum(-1);
+    const at::Tensor decay = at::exp(c.narrow(2, folded - 1, 1) - c).unsqueeze(-1);  // [b, h, n, 1]
+    const at::Tensor features = inputs.key_features.narrow(2, 0, folded) * decay;
+    state_ = at::matmul(features.transpose(-1, -2), inputs.values.narrow(2, 0, folded));
+    normaliser_ = features.sum(2);
+  }
+  // The ring: the last `window` tokens, each at slot position % window.
+  for (int64_t p = std::max<int64_t>(tokens - window, 0); p < tokens; ++p) {
+    const int64_t slot = p % window;
+    keys_.select(2, slot).copy_(inputs.keys.select(2, p));
+    values_.select(2, slot).copy_(inputs.values.select(2, p));
+    key_features_.select(2, slot).copy_(inputs.key_features.select(2, p));
+    log_gates_.select(2, slot).copy_(gates.select(2, p));
+    valid_.select(1, slot).copy_(inputs.key_valid.defined() ? inputs.key_valid.select(1, p)
+                                                            : at::ones_like(valid_.select(1, slot)));
+  }
+  tokens_ = tokens;
 }
 
 at::Tensor hybrid_attention_recurrent(const HybridInputs& inputs, const HybridAttentionConfig& config) {
@@ -250,10 +301,10 @@ at::Tensor hybrid_attention_recurrent(const HybridInputs& inputs, const HybridAt
   std::vector<at::Tensor> outputs;
   for (int64_t t = 0; t < tokens; ++t) {
     auto at_t = [t](const at::Tensor& x) { return x.narrow(2, t, 1); };
-    outputs.push_back(state.step(at_t(inputs.query_features), at_t(inputs.key_features), at_t(inputs.queries),
-                                 at_t(inputs.keys), at_t(inputs.values),
-                                 inputs.log_gates.defined() ? at_t(inputs.log_gates) : at::Tensor(), inputs.sink_logits,
-                                 inputs.window_logits));
+    outputs.push_back(state.step(
+        at_t(inputs.query_features), at_t(inputs.key_features), at_t(inputs.queries), at_t(inputs.keys),
+        at_t(inputs.values), inputs.log_gates.defined() ? at_t(inputs.log_gates) : at::Tensor(), inputs.sink_logits,
+        inputs.window_logits, inputs.key_valid.defined() ? inputs.key_valid.select(1, t) : at::Tensor()));
   }
   return at::cat(outputs, 2);
 }

@@ -46,6 +46,7 @@ struct HybridInputs {
   at::Tensor log_gates;       // Lizard: [batch, heads, tokens] log γ <= 0; undefined = no decay (γ ≡ 1)
   at::Tensor sink_logits;     // Lizard: [heads, sinks]; undefined = none
   at::Tensor window_logits;   // LoLCATs: [heads], the window weight w = σ(logit)
+  at::Tensor key_valid;       // [batch, tokens] bool: false for padding, which neither branch sees; undefined = all
 };
 
 // The quadratic reference: every score and decay written out, O(tokens²). Output [batch, heads, tokens, value_dim].
@@ -63,10 +64,13 @@ class HybridDecodeState {
   HybridDecodeState(const HybridAttentionConfig& config, int64_t batch, int64_t heads, int64_t features,
                     int64_t head_dim, int64_t value_dim, const at::TensorOptions& options);
   // One token per sequence: every input [batch, heads, 1, ·] (log_gate [batch, heads, 1] or undefined);
-  // `sink_logits` / `window_logits` as in HybridInputs. Returns [batch, heads, 1, value_dim].
+  // `sink_logits` / `window_logits` as in HybridInputs; `valid` [batch] bool (undefined = all): a padding token
+  // joins neither the window nor the state. Returns [batch, heads, 1, value_dim].
   at::Tensor step(const at::Tensor& query_features, const at::Tensor& key_features, const at::Tensor& query,
                   const at::Tensor& key, const at::Tensor& value, const at::Tensor& log_gate,
-                  const at::Tensor& sink_logits, const at::Tensor& window_logits);
+                  const at::Tensor& sink_logits, const at::Tensor& window_logits, const at::Tensor& valid = {});
+  // Takes in a whole prompt at once (the state must be empty): the state the steps would have left, in closed form.
+  void absorb(const HybridInputs& inputs);
   int64_t tokens() const { return tokens_; }
   int64_t bytes() const;  // what the state holds: constant in the sequence length
 
@@ -74,6 +78,7 @@ class HybridDecodeState {
   HybridAttentionConfig config_;
   at::Tensor state_, normaliser_;                        // S [b, h, f, dv], z [b, h, f]
   at::Tensor keys_, values_, key_features_, log_gates_;  // rings of `window` slots
+  at::Tensor valid_;                                     // [b, window] bool: the slot holds a real token
   int64_t tokens_ = 0;
 };
 

@@ -41,9 +41,9 @@ std::vector<at::Tensor> Linearization::parameters() const {
   return all;
 }
 
-at::Tensor Linearization::attend(int64_t layer, const at::Tensor& x, const at::Tensor& queries, const at::Tensor& keys,
-                                 const at::Tensor& rotated_queries, const at::Tensor& rotated_keys,
-                                 const at::Tensor& values) const {
+HybridInputs Linearization::inputs(int64_t layer, const at::Tensor& x, const at::Tensor& queries,
+                                   const at::Tensor& keys, const at::Tensor& rotated_queries,
+                                   const at::Tensor& rotated_keys, const at::Tensor& values) const {
   const LinearizedLayer& parameters = layers.at(layer);
   const int64_t heads = queries.size(1);
   const at::Tensor feature_queries = config.features_after_rope ? rotated_queries : queries;
@@ -63,7 +63,60 @@ at::Tensor Linearization::attend(int64_t layer, const at::Tensor& x, const at::T
   } else {
     inputs.window_logits = parameters->window_logits;
   }
-  return hybrid_attention_chunked(inputs, config.attention, config.chunk);
+  return inputs;
+}
+
+at::Tensor Linearization::attend(int64_t layer, const at::Tensor& x, const at::Tensor& queries, const at::Tensor& keys,
+                                 const at::Tensor& rotated_queries, const at::Tensor& rotated_keys,
+                                 const at::Tensor& values) const {
+  return hybrid_attention_chunked(inputs(layer, x, queries, keys, rotated_queries, rotated_keys, values),
+                                  config.attention, config.chunk);
+}
+
+at::Tensor Linearization::decode(int64_t layer, LinearizedCache& cache, const at::Tensor& x, const at::Tensor& queries,
+                                 const at::Tensor& keys, const at::Tensor& rotated_queries,
+                                 const at::Tensor& rotated_keys, const at::Tensor& values,
+                                 const at::Tensor& positions) const {
+  HybridInputs in = inputs(layer, x, queries, keys, rotated_queries, rotated_keys, values);
+  in.key_valid = positions >= 0;
+  HybridDecodeState& state = cache.state(layer, in.queries.size(0), in.queries.size(1), in.query_features.size(3),
+                                         in.queries.size(3), in.values.size(3), in.values.options());
+  if (state.tokens() == 0) {
+    const at::Tensor out = hybrid_attention_chunked(in, config.attention, config.chunk);
+    state.absorb(in);
+    return out;
+  }
+  std::vector<at::Tensor> outputs;
+  for (int64_t t = 0; t < in.queries.size(2); ++t) {
+    auto at_t = [t](const at::Tensor& v) { return v.narrow(2, t, 1); };
+    outputs.push_back(state.step(at_t(in.query_features), at_t(in.key_features), at_t(in.queries), at_t(in.keys),
+                                 at_t(in.values), in.log_gates.defined() ? at_t(in.log_gates) : at::Tensor(),
+                                 in.sink_logits, in.window_logits, in.key_valid.select(1, t)));
+  }
+  return at::cat(outputs, 2);
+}
+
+CachedKV LinearizedCache::update(int64_t, const at::Tensor&, const at::Tensor&, const at::Tensor&) {
+  throw std::logic_error("LinearizedCache: linearized layers keep a state; attach the Linearization to the model");
+}
+
+int64_t LinearizedCache::length(int64_t layer) const {
+  const auto& state = states_.at(layer);
+  return state ? state->tokens() : 0;
+}
+
+int64_t LinearizedCache::bytes() const {
+  int64_t total = 0;
+  for (const auto& state : states_)
+    if (state) total += state->bytes();
+  return total;
+}
+
+HybridDecodeState& LinearizedCache::state(int64_t layer, int64_t batch, int64_t heads, int64_t features,
+                                          int64_t head_dim, int64_t value_dim, const at::TensorOptions& options) {
+  auto& state = states_.at(layer);
+  if (!state) state.emplace(config_.attention, batch, heads, features, head_dim, value_dim, options);
+  return *state;
 }
 
 void Linearization::add_transfer_loss(const at::Tensor& student, const at::Tensor& teacher,

@@ -10,9 +10,11 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include <optional>
 #include <vector>
 
 #include "runtime/hybrid_attention.h"
+#include "runtime/kv_cache.h"
 #include "runtime/model_config.h"
 
 namespace kvforge {
@@ -41,6 +43,8 @@ struct LinearizedLayerImpl : torch::nn::Module {
 };
 TORCH_MODULE(LinearizedLayer);
 
+class LinearizedCache;
+
 struct Linearization {
   Linearization(const ModelConfig& model, LinearizationConfig config, const at::TensorOptions& options);
   LinearizationConfig config;
@@ -57,8 +61,36 @@ struct Linearization {
   // Returns [batch, heads, tokens, head_dim].
   at::Tensor attend(int64_t layer, const at::Tensor& x, const at::Tensor& queries, const at::Tensor& keys,
                     const at::Tensor& rotated_queries, const at::Tensor& rotated_keys, const at::Tensor& values) const;
+  // The same over a decode state: the first call reads a whole prompt (the parallel form, then the state absorbs it),
+  // later ones step token by token. positions: [batch, tokens], -1 = padding (left padding, finished sequences).
+  at::Tensor decode(int64_t layer, LinearizedCache& cache, const at::Tensor& x, const at::Tensor& queries,
+                    const at::Tensor& keys, const at::Tensor& rotated_queries, const at::Tensor& rotated_keys,
+                    const at::Tensor& values, const at::Tensor& positions) const;
   // Stage 1's bookkeeping: adds MSE(student, teacher) over the tokens with positions >= 0 to transfer_loss.
   void add_transfer_loss(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& positions);
+
+ private:
+  HybridInputs inputs(int64_t layer, const at::Tensor& x, const at::Tensor& queries, const at::Tensor& keys,
+                      const at::Tensor& rotated_queries, const at::Tensor& rotated_keys,
+                      const at::Tensor& values) const;
+};
+
+// What a linearized model keeps while it generates: per layer the hybrid attention's state (S, z and the window's
+// exact keys and values), made on the layer's first step. Memory is constant in the sequence length.
+class LinearizedCache : public KVCache {
+ public:
+  LinearizedCache(const LinearizationConfig& config, int64_t num_layers) : config_(config), states_(num_layers) {}
+  // Linearized layers keep a state, not keys and values: Linearization::decode reads and writes it.
+  CachedKV update(int64_t layer, const at::Tensor& keys, const at::Tensor& values,
+                  const at::Tensor& positions) override;
+  int64_t length(int64_t layer) const override;
+  int64_t bytes() const override;
+  HybridDecodeState& state(int64_t layer, int64_t batch, int64_t heads, int64_t features, int64_t head_dim,
+                           int64_t value_dim, const at::TensorOptions& options);
+
+ private:
+  LinearizationConfig config_;
+  std::vector<std::optional<HybridDecodeState>> states_;
 };
 
 }  // namespace kvforge

@@ -59,6 +59,14 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeAngles& rope, c
   const at::Tensor unrotated_q = q, unrotated_k = k;
   q = apply_rope(q, rope);
   k = apply_rope(k, rope);
+  auto project_out = [&](const at::Tensor& heads_out) {
+    return o_proj->forward(heads_out.transpose(1, 2).reshape({batch, tokens, num_heads * head_dim}));
+  };
+  if (linearization != nullptr && cache != nullptr) {
+    auto* state = dynamic_cast<LinearizedCache*>(cache);
+    if (state == nullptr) throw std::logic_error("linearized attention decodes over a LinearizedCache only");
+    return project_out(linearization->decode(layer_index, *state, x, unrotated_q, unrotated_k, q, k, v, positions));
+  }
   CachedKV kv = cache != nullptr ? cache->update(layer_index, k, v, positions) : CachedKV{k, v, positions};
   // Under causal_prefix, keys aligned with the queries (no cache, or one that returns exactly this step's slots, as
   // KV Prediction's predicted cache does in training) make a plain causal mask exact.
@@ -70,12 +78,7 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeAngles& rope, c
                                               /*is_causal=*/true, /*scale=*/std::nullopt, /*enable_gqa=*/true);
     return attend(q, kv, positions);
   };
-  auto project_out = [&](const at::Tensor& heads_out) {
-    return o_proj->forward(heads_out.transpose(1, 2).reshape({batch, tokens, num_heads * head_dim}));
-  };
   if (linearization != nullptr) {
-    if (cache != nullptr)
-      throw std::logic_error("linearized attention reads whole sequences (training); it cannot attend over a KV cache");
     at::Tensor student = linearization->attend(layer_index, x, unrotated_q, unrotated_k, q, k, v);
     if (!linearization->attention_transfer) return project_out(student);
     at::Tensor teacher;

@@ -163,6 +163,67 @@ TEST(Lizard, DecodeStateDoesNotGrowWithTheSequence) {
   EXPECT_EQ(state.tokens(), 300);
 }
 
+// `inputs` with `pad` invalid tokens of noise in front of every row.
+HybridInputs left_padded(const HybridInputs& in, int64_t pad) {
+  HybridInputs padded = in;
+  for (at::Tensor* t : {&padded.query_features, &padded.key_features, &padded.queries, &padded.keys, &padded.values}) {
+    std::vector<int64_t> shape = t->sizes().vec();
+    shape[2] = pad;
+    *t = at::cat({at::rand(shape, t->options()) + 0.5, *t}, 2);
+  }
+  padded.log_gates = at::cat(
+      {at::full({in.log_gates.size(0), in.log_gates.size(1), pad}, -3.0, in.log_gates.options()), in.log_gates}, 2);
+  padded.key_valid = at::cat(
+      {at::zeros({in.queries.size(0), pad}, at::kBool), at::ones({in.queries.size(0), in.queries.size(2)}, at::kBool)},
+      1);
+  return padded;
+}
+
+TEST(Lizard, PaddingKeysAreInvisibleToEveryForm) {
+  Shapes shapes;
+  shapes.tokens = 30;
+  const HybridInputs in = random_inputs(shapes, at::kDouble, 12);
+  const HybridInputs padded = left_padded(in, 11);
+  HybridAttentionConfig config;
+  config.window = 6;
+  const at::Tensor expected = hybrid_attention_quadratic(in, config);
+  auto real = [&](const at::Tensor& y) { return y.narrow(2, 11, shapes.tokens); };
+  EXPECT_LT(max_difference(real(hybrid_attention_quadratic(padded, config)), expected), 1e-10);
+  EXPECT_LT(max_difference(real(hybrid_attention_chunked(padded, config, 8)), expected), 1e-10);
+  EXPECT_LT(max_difference(real(hybrid_attention_recurrent(padded, config)), expected), 1e-10);
+}
+
+TEST(Lizard, AbsorbingAPromptLeavesTheStateTheStepsWould) {
+  Shapes shapes;
+  shapes.tokens = 45;
+  for (LinearKeys keys : {LinearKeys::kOutsideWindow, LinearKeys::kAll}) {
+    for (int64_t prompt : {3, 20}) {
+      HybridInputs in = left_padded(random_inputs(shapes, at::kDouble, 13), 4);
+      HybridAttentionConfig config;
+      config.window = 8;
+      config.linear_keys = keys;
+      const at::Tensor expected = hybrid_attention_recurrent(in, config);
+      HybridDecodeState state(config, shapes.batch, shapes.heads, shapes.features, shapes.head_dim, shapes.value_dim,
+                              at::TensorOptions().dtype(at::kDouble));
+      const int64_t total = in.queries.size(2), read = prompt + 4;
+      HybridInputs head = in;
+      for (at::Tensor* t :
+           {&head.query_features, &head.key_features, &head.queries, &head.keys, &head.values, &head.log_gates})
+        *t = t->narrow(2, 0, read);
+      head.key_valid = in.key_valid.narrow(1, 0, read);
+      state.absorb(head);
+      EXPECT_EQ(state.tokens(), read);
+      for (int64_t t = read; t < total; ++t) {
+        auto at_t = [t](const at::Tensor& x) { return x.narrow(2, t, 1); };
+        const at::Tensor y =
+            state.step(at_t(in.query_features), at_t(in.key_features), at_t(in.queries), at_t(in.keys), at_t(in.values),
+                       at_t(in.log_gates), in.sink_logits, in.window_logits, in.key_valid.select(1, t));
+        EXPECT_LT(max_difference(y, expected.narrow(2, t, 1)), 1e-10) << "prompt " << prompt << " token " << t;
+      }
+    }
+  }
+}
+
 TEST(Lizard, ChunkedFormStaysFiniteUnderStrongDecay) {
   Shapes shapes;
   shapes.tokens = 200;
@@ -227,14 +288,19 @@ TEST(LizardTransfer, TheTeachersOutputFeedsTheNextLayer) {
   EXPECT_TRUE(linearization.transfer_loss.defined());
 }
 
+LinearizationConfig small_linearization(HybridKind kind) {
+  LinearizationConfig config;
+  config.attention.kind = kind;
+  config.attention.window = 8;
+  config.feature_dim = 16;
+  return config;
+}
+
 TEST(LizardTransfer, TrainingTheFeatureMapsAndGatesLowersTheTransferLoss) {
   Transformer& model = testing::tiny_base_model().model;
   const at::Tensor query_weight = model->named_parameters()["model.layers.1.self_attn.q_proj.weight"].clone();
   for (HybridKind kind : {HybridKind::kLizard, HybridKind::kLolcats}) {
-    LinearizationConfig config;
-    config.attention.kind = kind;
-    config.attention.window = 8;
-    config.feature_dim = 16;
+    const LinearizationConfig config = small_linearization(kind);
     Linearization linearization(model->config, config, at::TensorOptions().dtype(at::kFloat));
     lizard::AttentionTransferObjective objective(model, linearization, random_batches(4, 96, model->config.vocab_size),
                                                  5);
@@ -252,6 +318,45 @@ TEST(LizardTransfer, TrainingTheFeatureMapsAndGatesLowersTheTransferLoss) {
   }
   // Only the linearization learned: the model's own weights are untouched.
   EXPECT_TRUE(at::equal(model->named_parameters()["model.layers.1.self_attn.q_proj.weight"], query_weight));
+}
+
+TEST(LizardDecode, GeneratingThroughTheStateMatchesTheWholeSequenceForward) {
+  torch::NoGradGuard no_grad;
+  Transformer& model = testing::tiny_base_model().model;
+  for (HybridKind kind : {HybridKind::kLizard, HybridKind::kLolcats}) {
+    const LinearizationConfig config = small_linearization(kind);
+    Linearization linearization(model->config, config, at::TensorOptions().dtype(at::kFloat));
+    for (const at::Tensor& parameter : linearization.parameters()) parameter.add_(at::randn_like(parameter) * 0.1);
+    model->set_linearization(&linearization);
+    // Two prompts of 30 and 19 tokens, left padded, then 6 tokens read one at a time.
+    at::manual_seed(17);
+    const int64_t longest = 30, extra = 6;
+    const at::Tensor ids = at::randint(0, 250, {2, longest + extra}, at::kLong);
+    at::Tensor positions = at::arange(longest + extra, at::kLong).unsqueeze(0).repeat({2, 1});
+    positions[1] = positions[1] - (longest - 19);
+    positions[1].narrow(0, 0, longest - 19).fill_(-1);
+    LinearizedCache cache(config, model->config.num_layers);
+    std::vector<at::Tensor> stepped{model->forward(ids.narrow(1, 0, longest), positions.narrow(1, 0, longest), &cache)};
+    for (int64_t t = longest; t < longest + extra; ++t)
+      stepped.push_back(model->forward(ids.narrow(1, t, 1), positions.narrow(1, t, 1), &cache));
+    const int64_t bytes = cache.bytes();
+    EXPECT_EQ(cache.length(0), longest + extra);
+    // The whole sequence at once, row by row without padding.
+    const at::Tensor all = at::cat(stepped, 1);
+    for (int64_t row = 0; row < 2; ++row) {
+      const int64_t pad = row == 0 ? 0 : longest - 19;
+      const at::Tensor row_ids = ids[row].narrow(0, pad, longest + extra - pad).unsqueeze(0);
+      const at::Tensor row_positions = at::arange(longest + extra - pad, at::kLong).unsqueeze(0);
+      const at::Tensor whole = model->forward(row_ids, row_positions, nullptr);
+      EXPECT_LT((all[row].narrow(0, pad, longest + extra - pad) - whole[0]).abs().max().item<double>(), 1e-4)
+          << "kind " << static_cast<int>(kind) << " row " << row;
+    }
+    // Another 40 tokens: the state does not grow.
+    for (int64_t t = 0; t < 40; ++t)
+      model->forward(ids.narrow(1, 0, 1), (positions.narrow(1, 0, 1).clamp_min(0) + 100 + t), &cache);
+    EXPECT_EQ(cache.bytes(), bytes);
+    model->set_linearization(nullptr);
+  }
 }
 
 }  // namespace
