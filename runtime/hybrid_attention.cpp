@@ -116,7 +116,7 @@ at::Tensor gated_linear_attention(const at::Tensor& queries, const at::Tensor& k
 }
 
 // Keys and values of each chunk's window: for queries [nC, nC + C) the keys [nC - window + 1, nC + C), as
-// [batch, heads, chunks, C + window - 1, dim] (positions before 0 are zeros, masked by window_mask).
+// [batch, heads, chunks, C + window - 1, dim] (positions before 0 are zeros, for the caller to mask).
 at::Tensor window_blocks(const at::Tensor& x, int64_t window, int64_t chunk, int64_t chunks) {
   std::vector<int64_t> front = x.sizes().vec(), back = x.sizes().vec();
   front[2] = window - 1;
