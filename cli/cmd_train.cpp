@@ -8,6 +8,7 @@
 #include "cli/recipe.h"
 #include "cli/train_cskv.h"
 #include "cli/train_kvpred.h"
+#include "cli/train_lizard.h"
 #include "cli/train_prefixkv.h"
 #include "cli/train_rlkv.h"
 #include "runtime/input_error.h"
@@ -24,6 +25,7 @@ const std::map<std::string, Method>& methods() {
   static const std::map<std::string, Method> table = {
       {"cskv", {cskv_recipe_schema, run_cskv_recipe}},
       {"kvpred", {kvpred_recipe_schema, run_kvpred_recipe}},
+      {"lizard", {lizard_recipe_schema, run_lizard_recipe}},
       {"prefixkv", {prefixkv_recipe_schema, run_prefixkv_recipe}},
       {"rlkv", {rlkv_recipe_schema, run_rlkv_recipe}},
   };
@@ -58,7 +60,7 @@ void run_train_command(const TrainArgs& args) {
   auto found = methods().find(name);
   if (found == methods().end())
     fail_input(arguments.empty() ? "command line" : arguments[0], "method",
-               "expected prefixkv, rlkv, cskv or kvpred (pretrain has its own command; lizard is not built yet), "
+               "expected prefixkv, rlkv, cskv, kvpred or lizard (pretrain has its own command), "
                "got '" +
                    name + "'");
   Recipe recipe(found->second.schema());
@@ -71,7 +73,7 @@ void run_train_command(const TrainArgs& args) {
 void add_train_command(CLI::App& app) {
   auto args = std::make_shared<TrainArgs>();
   CLI::App* command =
-      app.add_subcommand("train", "Train or calibrate a method's artifact from a recipe (method: prefixkv | rlkv | cskv | kvpred)");
+      app.add_subcommand("train", "Train or calibrate a method's artifact from a recipe (method: prefixkv | rlkv | cskv | kvpred | lizard)");
   command->add_option("args", args->positional, "RECIPE.yaml [key=value ...]");
   command->add_flag("--resume", args->resume, "continue from the newest checkpoint in `out`");
   command->callback([args] { run_train_command(*args); });

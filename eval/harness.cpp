@@ -31,9 +31,26 @@ const Tokenizer& tokenizer_of(const LoadedModel& model) {
 
 // How a policy's cells run: which model generates, the cache layout, and who reads the prompt.
 struct CellRunner {
-  Transformer model;      // the base model, or KV Prediction's auxiliary on its own
-  CacheFactory cache;     // null: the generating model's full cache
-  PromptPrefill prefill;  // null: the generating model reads its prompt
+  Transformer model;                             // the base model, or KV Prediction's auxiliary on its own
+  CacheFactory cache;                            // null: the generating model's full cache
+  PromptPrefill prefill;                         // null: the generating model reads its prompt
+  std::shared_ptr<Linearization> linearization;  // Lizard: attached to the model while the cell runs
+};
+
+// Attaches a runner's linearization (if any) to its model for one scope.
+class AttachedLinearization {
+ public:
+  explicit AttachedLinearization(CellRunner& runner) : runner_(runner) {
+    if (runner_.linearization) runner_.model->set_linearization(runner_.linearization.get());
+  }
+  ~AttachedLinearization() {
+    if (runner_.linearization) runner_.model->set_linearization(nullptr);
+  }
+  AttachedLinearization(const AttachedLinearization&) = delete;
+  AttachedLinearization& operator=(const AttachedLinearization&) = delete;
+
+ private:
+  CellRunner& runner_;
 };
 
 CellRunner cell_runner(const Transformer& model, const PolicySpec* policy, int64_t prompt_tokens) {
@@ -52,6 +69,14 @@ CellRunner cell_runner(const Transformer& model, const PolicySpec* policy, int64
         return predicted_prefill(base, predictor, ids, positions, cache);
       };
     }
+    return runner;
+  }
+  if (plan.linearization) {
+    runner.linearization = std::make_shared<Linearization>(plan.linearization->on(options));
+    const LinearizationConfig linearized = runner.linearization->config;
+    runner.cache = [linearized, layers = config.num_layers](int64_t, int64_t) {
+      return std::make_unique<LinearizedCache>(linearized, layers);
+    };
     return runner;
   }
   runner.cache = [plan, config, options](int64_t batch, int64_t capacity) {
@@ -95,6 +120,7 @@ double answer_nll(Transformer& model, const std::vector<int64_t>& prompt, const 
   const auto prompt_tokens = static_cast<int64_t>(prompt.size()), target_tokens = static_cast<int64_t>(target.size());
   const at::Device device = model->output_weight().device();
   CellRunner runner = cell_runner(model, policy, prompt_tokens);
+  AttachedLinearization attached(runner);
   const int64_t capacity = prompt_tokens + target_tokens;
   std::unique_ptr<KVCache> cache =
       runner.cache ? runner.cache(1, capacity) : make_full_cache(runner.model, 1, capacity);
@@ -232,6 +258,7 @@ CellResult evaluate_cell(Transformer& model, const Tokenizer& tokenizer, const s
     generation.max_new_tokens = longest_answer + 8;  // room to stop; greedy, so no seed is involved
     generation.eos_token_ids = eos_token_ids;
     CellRunner runner = cell_runner(model, policy, longest_prompt);
+    AttachedLinearization attached(runner);
     GenerationResult result = generate(runner.model, prompts, generation, &tokenizer, runner.cache, runner.prefill);
     for (size_t i = first; i < last; ++i) {
       const double score = tasks::score(samples[i], tokenizer.decode(result.sequences[i - first].tokens, true));
@@ -272,6 +299,7 @@ DocumentNll document_nll(Transformer& model, const std::vector<int64_t>& tokens,
   const int64_t count = static_cast<int64_t>(tokens.size());
   const at::Device device = model->output_weight().device();
   CellRunner runner = cell_runner(model, policy, count);
+  AttachedLinearization attached(runner);
   if (runner.prefill)
     throw std::invalid_argument("document_nll: " + policy->label +
                                 " changes only how a prompt is prefilled; measure it by answer perplexity");
@@ -282,7 +310,7 @@ DocumentNll document_nll(Transformer& model, const std::vector<int64_t>& tokens,
     const int64_t width = std::min(chunk, count - start);
     at::Tensor logits =
         runner.model->forward(ids.narrow(1, start, width).to(device),
-                       at::arange(start, start + width, at::kLong).unsqueeze(0).to(device), cache.get());
+                              at::arange(start, start + width, at::kLong).unsqueeze(0).to(device), cache.get());
     const int64_t predicted = std::min(width, count - 1 - start);  // the last token has no successor
     at::Tensor targets = ids.narrow(1, start + 1, predicted).reshape({-1}).to(device);
     at::Tensor step_logits = logits.narrow(1, 0, predicted).reshape({predicted, -1}).to(at::kFloat);
@@ -322,11 +350,13 @@ EvalReport run_eval(LoadedModel& model, const EvalOptions& options, const EvalPr
   }
 
   // One untimed batch per policy so no cell's time to first token includes warm-up (a policy may bring a model of its
-  // own: KV Prediction's auxiliary). On CUDA it is a whole batch at the longest length, so the caching allocator already
-  // holds blocks of every size a cell asks for: a first batch that waits on cudaMalloc swung TTFT 5x between cells.
+  // own: KV Prediction's auxiliary). On CUDA it is a whole batch at the longest length, so the caching allocator
+  // already holds blocks of every size a cell asks for: a first batch that waits on cudaMalloc swung TTFT 5x between
+  // cells.
   if (!options.tasks.empty()) {
     const bool cuda = weight.is_cuda();
-    const int64_t length = cuda ? *std::max_element(options.lengths.begin(), options.lengths.end()) : options.lengths[0];
+    const int64_t length =
+        cuda ? *std::max_element(options.lengths.begin(), options.lengths.end()) : options.lengths[0];
     const int64_t count = cuda ? options.batch_size : 1;
     const EncodedSamples warm = encode_samples(
         tokenizer, draw_samples(tokenizer, options.tasks[0], length, count, options.seed, options.arithmetic_steps));

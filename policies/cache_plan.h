@@ -10,6 +10,7 @@
 
 #include "runtime/kv_cache.h"
 #include "runtime/kv_prediction.h"
+#include "runtime/linearized_attention.h"
 #include "runtime/low_rank_kv_cache.h"
 #include "runtime/mixed_head_kv_cache.h"
 #include "runtime/model_config.h"
@@ -48,6 +49,8 @@ struct CachePlan {
   // fill it (or, with auxiliary_alone, the auxiliary model generates on its own: the baseline it is compared with).
   std::shared_ptr<const KvPredictionWeights> kv_prediction;
   bool auxiliary_alone = false;
+  // Lizard / LoLCATs: the model's attention linearized, decoding from a constant-size state instead of a KV cache.
+  std::shared_ptr<const Linearization> linearization;
 };
 
 // A cache for `batch` sequences of up to `capacity` tokens laid out as `plan` says.

@@ -7,6 +7,7 @@
 #include "policies/cskv.h"
 #include "policies/heads.h"
 #include "policies/kv_prediction.h"
+#include "policies/lizard.h"
 #include "policies/prefixkv.h"
 #include "runtime/input_error.h"
 
@@ -128,6 +129,9 @@ const std::vector<PolicyEntry>& registry() {
        {{"alone", 0, 0, 1, true, "1: the auxiliary model generates on its own (the baseline)"}},
        plan_kv_prediction,
        /*reads_artifact=*/true},
+      {kLizardMethod, "Lizard / LoLCATs: linearized attention, a constant-size decode state (--artifact FILE)", {},
+       plan_lizard,
+       /*reads_artifact=*/true},
   };
   return entries;
 }
@@ -240,7 +244,7 @@ std::vector<PolicySpec> policies_from_artifact(std::shared_ptr<const Artifact> a
   if (entry == nullptr || !entry->reads_artifact)
     fail_input(artifact->path, "__metadata__.kvforge.method",
                "no policy in this kvforge reads method '" + artifact->method +
-                   "'; learned policies built so far: prefixkv, rlkv, duo, cskv, kvpred (lizard is not built yet)");
+                   "'; learned policies built so far: prefixkv, rlkv, duo, cskv, kvpred, lizard");
   PolicySpec spec;
   spec.name = entry->name;
   spec.artifact = artifact;
@@ -264,6 +268,11 @@ std::vector<PolicySpec> policies_from_artifact(std::shared_ptr<const Artifact> a
                  cskv_description(*artifact, static_cast<int64_t>(spec.parameters.at("bits")),
                                   static_cast<int64_t>(spec.parameters.at("group"))) +
                  ")" + (selection.empty() ? "" : ":" + selection);
+    return {spec};
+  }
+  if (entry->name == kLizardMethod) {
+    parse_parameters(*entry, selection, source, selection, spec);
+    spec.label = std::string(kLizardMethod) + " (" + lizard_description(*artifact) + ")";
     return {spec};
   }
   if (entry->name == kKvPredictionMethod) {

@@ -1,5 +1,7 @@
 #include "runtime/linearized_attention.h"
 
+#include <torch/utils.h>
+
 #include <stdexcept>
 
 namespace kvforge {
@@ -29,7 +31,7 @@ LinearizedLayerImpl::LinearizedLayerImpl(const ModelConfig& model, const Lineari
 }
 
 Linearization::Linearization(const ModelConfig& model, LinearizationConfig config, const at::TensorOptions& options)
-    : config(std::move(config)) {
+    : model(model), config(std::move(config)) {
   if (this->config.feature_dim < 1) throw std::invalid_argument("linearization: feature_dim must be >= 1");
   for (int64_t l = 0; l < model.num_layers; ++l) layers.push_back(LinearizedLayer(model, this->config, options));
 }
@@ -39,6 +41,27 @@ std::vector<at::Tensor> Linearization::parameters() const {
   for (const LinearizedLayer& layer : layers)
     for (const at::Tensor& parameter : layer->parameters()) all.push_back(parameter);
   return all;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> Linearization::named_parameters() const {
+  std::vector<std::pair<std::string, at::Tensor>> all;
+  for (size_t l = 0; l < layers.size(); ++l)
+    for (const auto& item : layers[l]->named_parameters())
+      all.emplace_back("layers." + std::to_string(l) + "." + item.key(), item.value());
+  return all;
+}
+
+Linearization Linearization::on(const at::TensorOptions& options) const {
+  Linearization copy(model, config, options);
+  torch::NoGradGuard no_grad;
+  const auto source = named_parameters();
+  const auto target = copy.named_parameters();
+  for (size_t i = 0; i < target.size(); ++i) {
+    at::Tensor parameter = target[i].second;
+    parameter.copy_(source[i].second);
+    parameter.set_requires_grad(false);
+  }
+  return copy;
 }
 
 HybridInputs Linearization::inputs(int64_t layer, const at::Tensor& x, const at::Tensor& queries,

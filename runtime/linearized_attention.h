@@ -11,6 +11,8 @@
 #include <torch/nn/pimpl.h>
 
 #include <optional>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/hybrid_attention.h"
@@ -47,9 +49,14 @@ class LinearizedCache;
 
 struct Linearization {
   Linearization(const ModelConfig& model, LinearizationConfig config, const at::TensorOptions& options);
+  ModelConfig model;
   LinearizationConfig config;
   std::vector<LinearizedLayer> layers;
   std::vector<at::Tensor> parameters() const;
+  // Named "layers.l.query_map", ... (the artifact's and the checkpoints' names).
+  std::vector<std::pair<std::string, at::Tensor>> named_parameters() const;
+  // A copy on `options`' device and dtype, gradients off (for inference).
+  Linearization on(const at::TensorOptions& options) const;
 
   // Stage 1: see the header comment. transfer_loss sums each layer's MSE; reset it before a forward.
   bool attention_transfer = false;

@@ -70,8 +70,8 @@ TEST(Artifact, RefusesOtherModelsAndBadMetadata) {
   EXPECT_INPUT_ERROR(read_artifact(dir + "/future.safetensors"), "reads version 1", "version 7");
   // A valid artifact of a method no policy reads yet is refused by name.
   Artifact unread = artifact;
-  unread.method = "lizard";
-  EXPECT_INPUT_ERROR(policies_from_artifact(std::make_shared<const Artifact>(unread)), "kvforge.method", "'lizard'");
+  unread.method = "mamba";
+  EXPECT_INPUT_ERROR(policies_from_artifact(std::make_shared<const Artifact>(unread)), "kvforge.method", "'mamba'");
 }
 
 }  // namespace

@@ -188,7 +188,7 @@ TEST(Cli, TrainPrefixKvThenEvaluateItsArtifact) {
   }
 
   expect_one_line_error(run_kvforge("train model=" + fixture("../../models/tiny-base")), {"method", "recipe"});
-  expect_one_line_error(run_kvforge("train method=lizard"), {"method", "prefixkv", "'lizard'"});
+  expect_one_line_error(run_kvforge("train method=mamba"), {"method", "prefixkv", "'mamba'"});
   expect_one_line_error(run_kvforge("train method=prefixkv device=cpu budgets=[0.3,1.5] out=" + dir +
                                     "/bad model=" + fixture("../../models/tiny-base")),
                         {"budgets", "(0, 1]", "1.5"});
@@ -318,9 +318,9 @@ TEST(Cli, TrainKvPredictionResumeAndEvaluate) {
   EXPECT_TRUE(at::equal(a.tensors.at("layer_map"), at::tensor(std::vector<int64_t>{0, 0, 1})));
   for (const auto& [name, tensor] : a.tensors) EXPECT_TRUE(at::allclose(tensor, b.tensors.at(name))) << name;
 
-  CommandRun eval = run_kvforge("eval --model " + fixture("../../models/tiny-base") + " --device cpu --artifact " +
-                                dir + "/straight/kvpred.safetensors --tasks passkey --lengths 256 --samples 2 --out " +
-                                dir + "/eval");
+  CommandRun eval =
+      run_kvforge("eval --model " + fixture("../../models/tiny-base") + " --device cpu --artifact " + dir +
+                  "/straight/kvpred.safetensors --tasks passkey --lengths 256 --samples 2 --out " + dir + "/eval");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   const nlohmann::json report = read_json_file(dir + "/eval/report.json");
   ASSERT_EQ(report.at("policies").size(), 3u) << report.at("policies");
@@ -341,6 +341,31 @@ TEST(Cli, TrainKvPredictionResumeAndEvaluate) {
   expect_one_line_error(run_kvforge(base + " loss.consistency_layers=max out=" + dir + "/bad"),
                         {"loss.consistency_layers", "mean or sum"});
   EXPECT_FALSE(std::filesystem::exists(dir + "/bad/kvpred.safetensors"));
+}
+
+TEST(Cli, TrainLizardStageOneAndEvaluate) {
+  const std::string dir = testing::make_temp_dir("train-lizard");
+  const std::string base = "train " + fixture("../../recipes/lizard-tiny-cpu.yaml") +
+                           " model=" + fixture("../../models/tiny-base") +
+                           " data.min_tokens=96 data.max_tokens=128 train.batch_size=2 eval.batches=2 train.steps=6";
+  CommandRun trained = run_kvforge(base + " out=" + dir + "/lizard");
+  ASSERT_EQ(trained.exit_code, 0) << trained.output;
+  const Artifact artifact = read_artifact(dir + "/lizard/lizard.safetensors");
+  EXPECT_EQ(artifact.method, "lizard");
+  EXPECT_LT(artifact.metrics.at("transfer_loss_after"), artifact.metrics.at("transfer_loss_before"));
+  EXPECT_EQ(artifact.tensors.at("layers.0.query_map").sizes(), (std::vector<int64_t>{6, 32, 32}));
+  CommandRun eval =
+      run_kvforge("eval --model " + fixture("../../models/tiny-base") + " --device cpu --artifact " + dir +
+                  "/lizard/lizard.safetensors --tasks passkey --lengths 256 --samples 2 --out " + dir + "/eval");
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  const nlohmann::json report = read_json_file(dir + "/eval/report.json");
+  ASSERT_EQ(report.at("policies").size(), 2u);
+  EXPECT_EQ(report.at("policies")[1], "lizard (Lizard, window 32, 6 steps)");
+  expect_one_line_error(run_kvforge(base + " attention.kind=mamba out=" + dir + "/bad"),
+                        {"attention.kind", "lizard or lolcats"});
+  expect_one_line_error(run_kvforge(base + " attention.kind=lolcats attention.linear_keys=all out=" + dir + "/bad"),
+                        {"attention.linear_keys"});
+  EXPECT_FALSE(std::filesystem::exists(dir + "/bad/lizard.safetensors"));
 }
 
 }  // namespace

@@ -11,11 +11,7 @@ AttentionTransferObjective::AttentionTransferObjective(Transformer model, Linear
 std::vector<at::Tensor> AttentionTransferObjective::trainable_parameters() { return linearization_.parameters(); }
 
 std::vector<std::pair<std::string, at::Tensor>> AttentionTransferObjective::checkpoint_tensors() {
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (size_t l = 0; l < linearization_.layers.size(); ++l)
-    for (const auto& item : linearization_.layers[l]->named_parameters())
-      tensors.emplace_back("layers." + std::to_string(l) + "." + item.key(), item.value());
-  return tensors;
+  return linearization_.named_parameters();
 }
 
 at::Tensor AttentionTransferObjective::transfer_loss(const TokenBatch& batch) {
