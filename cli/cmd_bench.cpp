@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/cuda_timing.h"
 #include "kernels/bindings.h"
 #include "runtime/input_error.h"
 #include "runtime/rope.h"
@@ -37,21 +38,6 @@ struct BenchArgs {
 };
 
 #ifdef KVFORGE_HAVE_CUDA
-// Median milliseconds of `iterations` runs, timed with CUDA events after a warm-up.
-double median_ms(const std::function<void()>& work, int64_t iterations) {
-  for (int i = 0; i < 3; ++i) work();
-  std::vector<double> times;
-  for (int64_t i = 0; i < iterations; ++i) {
-    at::cuda::CUDAEvent start(cudaEventDefault), stop(cudaEventDefault);
-    start.record();
-    work();
-    stop.record();
-    stop.synchronize();
-    times.push_back(start.elapsed_time(stop));
-  }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
 
 // CSKV's bi-branch layout on the same shapes: the low-rank kernel (keys rebuilt in shared memory, values attended in
 // the latent space) against the full-cache kernel and against the reference's way, which rebuilds every old key
@@ -188,6 +174,7 @@ void add_bench_command(CLI::App& app) {
       ->delimiter(',');
   decode->add_option("--exact-window", args->exact_window, "CSKV: exact recent tokens beside the latents");
   decode->callback([args] { run_decode_bench(*args); });
+  add_gla_bench(*bench);
 }
 
 }  // namespace kvforge

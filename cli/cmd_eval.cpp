@@ -31,6 +31,9 @@ std::vector<RecipeKey> eval_schema() {
       {"perplexity", "[]", "text or JSONL files to measure perplexity on under each policy"},
       {"perplexity_chunk", "64", "tokens per forward when reading a document through a cache"},
       {"answer_perplexity", "true", "also measure each cell's teacher-forced perplexity of the ideal answers"},
+      {"beyond_context", "false",
+       "allow prompts past the model's max_position_embeddings (RoPE extrapolates: for speed and memory, not "
+       "accuracy)"},
       {"out", "runs/eval", "output folder for report.json, report.md and the SVG plots"},
       {"device", "auto", "auto | cpu | cuda | cuda:N"},
       {"dtype", "auto", "auto | float32 | bfloat16 | float16"},
@@ -91,6 +94,7 @@ void run_eval_command(const EvalArgs& args) {
   options.perplexity_files = recipe.get_string_list("perplexity");
   options.perplexity_chunk = recipe.get_int("perplexity_chunk");
   options.answer_perplexity = recipe.get_bool("answer_perplexity");
+  options.beyond_context = recipe.get_bool("beyond_context");
   if (options.perplexity_chunk < 1) fail_input("command line", "perplexity_chunk", "expected >= 1");
 
   const at::Device device = parse_device(recipe.get_string("device"), "device");

@@ -89,21 +89,14 @@ std::vector<RecipeKey> cskv_recipe_schema() {
       {"quant.bits", "16", "latent storage and quantization-aware training: 16 (none), 8, 4 or 2"},
       {"quant.group", "32", "tokens per key quantization group (per-channel scales)"},
       {"calibration.batches", "8", "batches for the asvd / whiten statistics"},
-      {"train.steps", "200", "0 = export the initialisation only"},
       {"train.key_loss", "mse", "mse (CSKV: keys after RoPE) | scores (errors of q·k under the batch's queries)"},
-      {"train.batch_size", "4", "sequences per micro-batch"},
-      {"train.micro_batches", "1", ""},
-      {"train.lr", "1e-3", "AdamW peak (the reference: 5e-5 for one epoch over 7B-model text)"},
-      {"train.warmup_steps", "10", ""},
-      {"train.min_lr_ratio", "0.0", "cosine decay floor"},
-      {"train.weight_decay", "0.0", ""},
-      {"train.max_grad_norm", "1.0", ""},
-      {"train.log_every", "20", ""},
-      {"train.checkpoint_every", "0", "0 = only at the end"},
       {"eval.batches", "4", "held-out batches for the exported reconstruction error"},
   };
-  const std::vector<RecipeKey> data = data_recipe_keys("512", "1024");
-  keys.insert(keys.end(), data.begin(), data.end());
+  CosineLoopDefaults loop;
+  loop.lr_note = "AdamW peak (the reference: 5e-5 for one epoch over 7B-model text)";
+  loop.min_lr_ratio = "0.0";
+  for (const auto& group : {cosine_loop_keys("train", loop), data_recipe_keys("512", "1024")})
+    keys.insert(keys.end(), group.begin(), group.end());
   return keys;
 }
 

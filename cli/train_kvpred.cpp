@@ -77,25 +77,21 @@ std::vector<RecipeKey> kvpred_recipe_schema() {
       {"loss.consistency_layers", "mean",
        "mean (the paper's better choice) | sum (the reference's configs) over layers"},
       {"data.seed", "0", "training batches; calibration and held-out batches use seeds derived from it"},
-      {"train.steps", "200", "0 = export the initialisation only"},
       {"train.own_kv", "prompt",
        "prompt: the base reads its own KV from the prompt's last token on, as at inference | none: the prediction "
        "everywhere (the reference)"},
-      {"train.batch_size", "4", "sequences per micro-batch"},
-      {"train.micro_batches", "1", ""},
-      {"train.lr", "3e-4", "AdamW peak (the reference: 1.2e-3 over 70k steps of 2M tokens)"},
-      {"train.warmup_steps", "20", ""},
-      {"train.min_lr_ratio", "0.1", "cosine decay floor (the reference: 0.1)"},
-      {"train.weight_decay", "0.0", "(the reference: 0.1 over pretraining-scale data)"},
-      {"train.max_grad_norm", "1.0", ""},
-      {"train.log_every", "20", ""},
-      {"train.checkpoint_every", "0", "0 = only at the end"},
       {"eval.batches", "4", "held-out batches for losses.md"},
       {"eval.flops_lengths", "[1024, 4096, 8192]", "prompt lengths for flops.md"},
       {"data.loss_on_prompt", "true", "cross-entropy on every token (the reference) | false: answers only"},
   };
-  const std::vector<RecipeKey> data = data_recipe_keys("256", "1024");
-  keys.insert(keys.end(), data.begin(), data.end());
+  CosineLoopDefaults loop;
+  loop.lr = "3e-4";
+  loop.lr_note = "AdamW peak (the reference: 1.2e-3 over 70k steps of 2M tokens)";
+  loop.warmup_steps = "20";
+  loop.min_lr_note = "cosine decay floor (the reference: 0.1)";
+  loop.weight_decay_note = "(the reference: 0.1 over pretraining-scale data)";
+  for (const auto& group : {cosine_loop_keys("train", loop), data_recipe_keys("256", "1024")})
+    keys.insert(keys.end(), group.begin(), group.end());
   return keys;
 }
 

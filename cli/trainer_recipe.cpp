@@ -53,21 +53,41 @@ BatchSource recipe_batches(const Recipe& recipe, const LoadedModel& model, const
   };
 }
 
-LoopConfig cosine_loop(const Recipe& recipe, const std::string& out, bool resume) {
+std::vector<RecipeKey> cosine_loop_keys(const std::string& section, const CosineLoopDefaults& defaults) {
+  const std::string s = section + ".";
+  return {
+      {s + "steps", defaults.steps, defaults.steps_note},
+      {s + "batch_size", defaults.batch_size, "sequences per micro-batch"},
+      {s + "micro_batches", "1", ""},
+      {s + "lr", defaults.lr, defaults.lr_note},
+      {s + "warmup_steps", defaults.warmup_steps, ""},
+      {s + "min_lr_ratio", defaults.min_lr_ratio, defaults.min_lr_note},
+      {s + "weight_decay", defaults.weight_decay, defaults.weight_decay_note},
+      {s + "max_grad_norm", "1.0", ""},
+      {s + "log_every", "20", ""},
+      {s + "checkpoint_every", "0", "0 = only at the end"},
+  };
+}
+
+LoopConfig cosine_loop(const Recipe& recipe, const std::string& out, bool resume, const std::string& section) {
+  const std::string s = section + ".";
+  for (const std::string key : {"batch_size", "micro_batches"})
+    if (recipe.get_int(s + key) < 1) fail_input("recipe", s + key, "expected >= 1");
+  if (recipe.get_int(s + "steps") < 0) fail_input("recipe", s + "steps", "expected >= 0");
   LoopConfig loop;
-  loop.steps = recipe.get_int("train.steps");
-  loop.micro_batches = recipe.get_int("train.micro_batches");
+  loop.steps = recipe.get_int(s + "steps");
+  loop.micro_batches = recipe.get_int(s + "micro_batches");
   loop.schedule.kind = "cosine";
-  loop.schedule.peak_lr = recipe.get_double("train.lr");
-  loop.schedule.warmup_steps = recipe.get_int("train.warmup_steps");
-  loop.schedule.min_lr_ratio = recipe.get_double("train.min_lr_ratio");
+  loop.schedule.peak_lr = recipe.get_double(s + "lr");
+  loop.schedule.warmup_steps = recipe.get_int(s + "warmup_steps");
+  loop.schedule.min_lr_ratio = recipe.get_double(s + "min_lr_ratio");
   loop.schedule.total_steps = std::max<int64_t>(loop.steps, 1);
-  loop.optimizer.weight_decay = recipe.get_double("train.weight_decay");
+  loop.optimizer.weight_decay = recipe.get_double(s + "weight_decay");
   loop.optimizer.beta1 = 0.9;
   loop.optimizer.beta2 = 0.999;
-  loop.max_grad_norm = recipe.get_double("train.max_grad_norm");
-  loop.log_every = recipe.get_int("train.log_every");
-  loop.checkpoint_every = recipe.get_int("train.checkpoint_every");
+  loop.max_grad_norm = recipe.get_double(s + "max_grad_norm");
+  loop.log_every = recipe.get_int(s + "log_every");
+  loop.checkpoint_every = recipe.get_int(s + "checkpoint_every");
   loop.out_dir = out;
   loop.resume = resume;
   loop.recipe_text = recipe.to_yaml();

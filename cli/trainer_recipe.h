@@ -25,9 +25,22 @@ TaskMixture recipe_task_mixture(const Recipe& recipe);
 BatchSource recipe_batches(const Recipe& recipe, const LoadedModel& model, const TaskMixture& mixture,
                            int64_t batch_size);
 
-// train.steps, train.micro_batches, train.lr (peak of a warmup + cosine schedule), train.warmup_steps,
-// train.min_lr_ratio, train.weight_decay, train.max_grad_norm, train.log_every, train.checkpoint_every; AdamW with
-// betas (0.9, 0.999); checkpoints in `out`, the recipe's text stored with them.
-LoopConfig cosine_loop(const Recipe& recipe, const std::string& out, bool resume);
+// Defaults (and notes on where they come from) of a cosine loop's recipe keys.
+struct CosineLoopDefaults {
+  std::string steps = "200", steps_note = "0 = export the initialisation only";
+  std::string lr = "1e-3", lr_note = "AdamW peak";
+  std::string warmup_steps = "10";
+  std::string min_lr_ratio = "0.1", min_lr_note = "cosine decay floor";
+  std::string weight_decay = "0.0", weight_decay_note;
+  std::string batch_size = "4";
+};
+
+// SECTION.steps, .batch_size, .micro_batches, .lr, .warmup_steps, .min_lr_ratio, .weight_decay, .max_grad_norm,
+// .log_every, .checkpoint_every.
+std::vector<RecipeKey> cosine_loop_keys(const std::string& section, const CosineLoopDefaults& defaults);
+
+// The loop those keys describe (SECTION.lr the peak of a warmup + cosine schedule); AdamW with betas (0.9, 0.999);
+// checkpoints in `out`, the recipe's text stored with them.
+LoopConfig cosine_loop(const Recipe& recipe, const std::string& out, bool resume, const std::string& section = "train");
 
 }  // namespace kvforge

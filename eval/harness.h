@@ -24,6 +24,7 @@ struct EvalOptions {
   std::vector<std::string> perplexity_files;  // plain text (one document) or JSONL ({"text"} or {"prompt","answer"})
   int64_t perplexity_chunk = 64;              // tokens per forward when reading a document through a cache
   bool answer_perplexity = true;              // also measure each cell's teacher-forced answer perplexity
+  bool beyond_context = false;                // allow prompts past max_position_embeddings (speed and memory runs)
 };
 
 // The documents of a text file (one document) or a JSONL file ({"text"} or {"prompt","answer"} per line,

@@ -3,10 +3,13 @@
 #include <ATen/core/grad_mode.h>
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "kernels/decode_attention.h"
+#include "kernels/hybrid_decode_step.h"
 #include "kernels/low_rank_decode_attention.h"
 #include "kernels/rms_norm.h"
 
@@ -280,6 +283,105 @@ at::Tensor low_rank_decode_attention_reference(const at::Tensor& q, const LowRan
       exact_keys.data_ptr<double>(), exact_values.data_ptr<double>(), exact_positions.data_ptr<int64_t>(),
       inv_freq.data_ptr<float>(), out.data_ptr<double>(), low_rank_shape(q, inputs), scale);
   return out;
+}
+
+bool hybrid_decode_step_supported(const HybridDecodeTensors& state, const HybridDecodeToken& token) {
+#ifdef KVFORGE_HAVE_CUDA
+  if (!state.keys.defined() || !state.keys.is_cuda() || !token.query.defined()) return false;
+  const at::ScalarType dtype = state.keys.scalar_type();
+  if (dtype != at::kFloat && dtype != at::kBFloat16) return false;
+  const at::Device device = state.keys.device();
+  auto same = [&](const at::Tensor& t, at::ScalarType type) {
+    return t.device() == device && t.scalar_type() == type && t.is_contiguous();
+  };
+  for (const at::Tensor* t : {&state.keys, &state.values, &state.features})
+    if (!same(*t, dtype)) return false;
+  for (const at::Tensor* t :
+       {&token.query_features, &token.key_features, &token.query, &token.key, &token.value})  // copied if strided
+    if (t->device() != device || t->scalar_type() != dtype) return false;
+  for (const at::Tensor* t : {&state.state, &state.normaliser, &state.log_gates})
+    if (!same(*t, at::kFloat)) return false;
+  if (!same(state.valid, at::kBool)) return false;
+  for (const at::Tensor* t : {&token.log_gate, &token.sink_logits, &token.window_logits, &token.valid})
+    if (t->defined() && t->device() != device) return false;
+  const int64_t value_dim = state.values.size(3);
+  const bool needs_grad = at::GradMode::is_enabled() && (token.query.requires_grad() || token.value.requires_grad() ||
+                                                         token.query_features.requires_grad());
+  return !needs_grad && (value_dim == 32 || value_dim == 64 || value_dim == 128) && token.query.size(2) == 1 &&
+         state.keys.size(2) <= 8192 && state.features.size(3) <= 1024;
+#else
+  return false;
+#endif
+}
+
+at::Tensor hybrid_decode_step(HybridDecodeTensors& state, const HybridDecodeToken& token, int64_t tokens, bool lolcats,
+                              bool linear_all, double window_scale) {
+  if (!hybrid_decode_step_supported(state, token))
+    throw std::invalid_argument("kernels::hybrid_decode_step: unsupported tensors");
+#ifdef KVFORGE_HAVE_CUDA
+  const int64_t batch = state.keys.size(0), heads = state.keys.size(1);
+  at::Tensor out = at::empty({batch, heads, 1, state.values.size(3)}, state.values.options());
+  const at::Tensor log_gate = token.log_gate.defined() ? token.log_gate.to(at::kFloat).contiguous() : at::Tensor();
+  // As the reference: sinks are Lizard's, window weights LoLCATs'.
+  const at::Tensor sinks =
+      !lolcats && token.sink_logits.defined() ? token.sink_logits.to(at::kFloat).contiguous() : at::Tensor();
+  const at::Tensor window_logits =
+      lolcats && token.window_logits.defined() ? token.window_logits.to(at::kFloat).contiguous() : at::Tensor();
+  if (lolcats && !window_logits.defined())
+    throw std::invalid_argument("kernels::hybrid_decode_step: LoLCATs needs window_logits [heads]");
+  const at::Tensor valid = token.valid.defined() ? token.valid.to(at::kBool).contiguous() : at::Tensor();
+  const at::Tensor query_features = token.query_features.contiguous(), key_features = token.key_features.contiguous();
+  const at::Tensor query = token.query.contiguous(), key = token.key.contiguous(), value = token.value.contiguous();
+  auto fill = [&](auto& step) {
+    using Word = std::remove_pointer_t<decltype(step.ring_keys)>;
+    auto words = [](const at::Tensor& t) { return reinterpret_cast<Word*>(t.data_ptr()); };
+    step.state = state.state.data_ptr<float>();
+    step.normaliser = state.normaliser.data_ptr<float>();
+    step.ring_keys = words(state.keys);
+    step.ring_values = words(state.values);
+    step.ring_features = words(state.features);
+    step.ring_log_gates = state.log_gates.data_ptr<float>();
+    step.ring_valid = state.valid.data_ptr<bool>();
+    step.query_features = words(query_features);
+    step.key_features = words(key_features);
+    step.query = words(query);
+    step.key = words(key);
+    step.value = words(value);
+    step.log_gate = log_gate.defined() ? log_gate.data_ptr<float>() : nullptr;
+    step.sink_logits = sinks.defined() ? sinks.data_ptr<float>() : nullptr;
+    step.window_logits = window_logits.defined() ? window_logits.data_ptr<float>() : nullptr;
+    step.valid = valid.defined() ? valid.data_ptr<bool>() : nullptr;
+    step.out = words(out);
+    step.batch = static_cast<int>(batch);
+    step.heads = static_cast<int>(heads);
+    step.features = static_cast<int>(state.features.size(3));
+    step.head_dim = static_cast<int>(state.keys.size(3));
+    step.value_dim = static_cast<int>(state.values.size(3));
+    step.window = static_cast<int>(state.keys.size(2));
+    step.sinks = sinks.defined() ? static_cast<int>(sinks.size(1)) : 0;
+    step.tokens = tokens;
+    step.lolcats = lolcats;
+    step.linear_all = linear_all;
+    step.window_scale = static_cast<float>(window_scale);
+    step.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(state.keys.size(3))));
+  };
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream(state.keys.device().index());
+  cudaError_t status;
+  if (state.keys.scalar_type() == at::kFloat) {
+    HybridDecodeStep<float> step{};
+    fill(step);
+    status = launch_hybrid_decode_step_f32(step, stream);
+  } else {
+    HybridDecodeStep<uint16_t> step{};
+    fill(step);
+    status = launch_hybrid_decode_step_bf16(step, stream);
+  }
+  if (status != cudaSuccess)
+    throw std::runtime_error(std::string("hybrid_decode_step launch failed: ") + cudaGetErrorString(status));
+  return out;
+#else
+  return at::Tensor();
+#endif
 }
 
 }  // namespace kvforge::kernels

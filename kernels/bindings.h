@@ -66,4 +66,24 @@ at::Tensor low_rank_decode_attention(const at::Tensor& q, const LowRankDecodeInp
 // The float64 CPU reference on any tensors of those shapes (returns float64 on the CPU).
 at::Tensor low_rank_decode_attention_reference(const at::Tensor& q, const LowRankDecodeInputs& inputs, double scale);
 
+// The hybrid attention's decode state as HybridDecodeState keeps it (kernels/hybrid_decode_step.h).
+struct HybridDecodeTensors {
+  at::Tensor state, normaliser;                         // [b, h, F, Dv], [b, h, F] fp32
+  at::Tensor keys, values, features, log_gates, valid;  // rings [b, h, W, D|Dv|F], [b, h, W] fp32, [b, W] bool
+};
+// One token per sequence: query/key features [b, h, 1, F], query/key [b, h, 1, D], value [b, h, 1, Dv] in the rings'
+// dtype; log_gate [b, h, 1] or undefined; sink_logits [h, m] or window_logits [h] or neither; valid [b] or undefined.
+struct HybridDecodeToken {
+  at::Tensor query_features, key_features, query, key, value, log_gate, sink_logits, window_logits, valid;
+};
+
+// True when the kernel can serve the step: built with CUDA, every tensor on one GPU, rings bf16 or fp32 and contiguous,
+// state fp32, value_dim 32/64/128, no gradient.
+bool hybrid_decode_step_supported(const HybridDecodeTensors& state, const HybridDecodeToken& token);
+
+// One step over the whole batch and every head: updates `state` in place and returns [b, h, 1, Dv] in the rings'
+// dtype. `tokens`: what the state has seen before this step.
+at::Tensor hybrid_decode_step(HybridDecodeTensors& state, const HybridDecodeToken& token, int64_t tokens, bool lolcats,
+                              bool linear_all, double window_scale);
+
 }  // namespace kvforge::kernels

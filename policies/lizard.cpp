@@ -16,6 +16,10 @@ double required(const Artifact& artifact, const std::string& key, double minimum
   return found->second;
 }
 
+double optional(const Artifact& artifact, const std::string& key, double fallback, double minimum, double maximum) {
+  return artifact.metrics.count(key) != 0 ? required(artifact, key, minimum, maximum) : fallback;
+}
+
 }  // namespace
 
 std::map<std::string, double> lizard_config_metrics(const LinearizationConfig& config) {
@@ -26,7 +30,12 @@ std::map<std::string, double> lizard_config_metrics(const LinearizationConfig& c
           {"features_after_rope", config.features_after_rope ? 1.0 : 0.0},
           {"linear_keys", config.attention.linear_keys == LinearKeys::kAll ? 1.0 : 0.0},
           {"window_scale", config.attention.window_scale},
-          {"chunk", static_cast<double>(config.chunk)}};
+          {"chunk", static_cast<double>(config.chunk)},
+          {"gates", config.gates ? 1.0 : 0.0},
+          {"lora_rank", static_cast<double>(config.lora.rank)},
+          {"lora_alpha", config.lora.alpha},
+          {"lora_targets", static_cast<double>(config.lora.targets)},
+          {"lora_merged", config.lora.merged ? 1.0 : 0.0}};
 }
 
 LinearizationConfig lizard_config(const Artifact& artifact) {
@@ -40,6 +49,14 @@ LinearizationConfig lizard_config(const Artifact& artifact) {
   config.sinks = static_cast<int64_t>(required(artifact, "sinks", 0, 1e6));
   config.features_after_rope = required(artifact, "features_after_rope", 0, 1) != 0;
   config.chunk = static_cast<int64_t>(required(artifact, "chunk", 1, 1e6));
+  // Stage-1-only artifacts of earlier versions carry none of these.
+  config.gates = optional(artifact, "gates", 1, 0, 1) != 0;
+  config.lora.rank = static_cast<int64_t>(optional(artifact, "lora_rank", 0, 0, 1e6));
+  if (config.lora.rank > 0) {
+    config.lora.alpha = required(artifact, "lora_alpha", 1e-9, 1e9);
+    config.lora.targets = static_cast<int>(required(artifact, "lora_targets", 1, 15));
+    config.lora.merged = required(artifact, "lora_merged", 0, 1) != 0;
+  }
   return config;
 }
 
@@ -64,10 +81,19 @@ std::shared_ptr<const Linearization> lizard_linearization(const std::shared_ptr<
 
 std::string lizard_description(const Artifact& artifact) {
   const LinearizationConfig config = lizard_config(artifact);
-  auto steps = artifact.metrics.find("steps");
-  return std::string(config.attention.kind == HybridKind::kLizard ? "Lizard" : "LoLCATs-style") + ", window " +
-         std::to_string(config.attention.window) +
-         (steps == artifact.metrics.end() ? "" : ", " + std::to_string(static_cast<int64_t>(steps->second)) + " steps");
+  auto count = [&artifact](const std::string& key) {
+    auto found = artifact.metrics.find(key);
+    return found == artifact.metrics.end() ? int64_t{0} : static_cast<int64_t>(found->second);
+  };
+  std::string kind = config.attention.kind == HybridKind::kLolcats ? "LoLCATs-style"
+                     : config.gates                                ? "Lizard"
+                                                                   : "ungated Lizard";
+  std::string text = kind + ", window " + std::to_string(config.attention.window);
+  if (count("steps") > 0) text += ", " + std::to_string(count("steps")) + " steps";
+  if (count("stage2_steps") > 0)
+    text += " + " + std::to_string(count("stage2_steps")) +
+            (config.lora.rank > 0 ? " LoRA r" + std::to_string(config.lora.rank) : " fine-tune");
+  return text;
 }
 
 CachePlan plan_lizard(const PolicySpec& spec, const ModelConfig& config, int64_t) {

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/bindings.h"
+
 namespace kvforge {
 namespace {
 
@@ -79,9 +81,18 @@ at::Tensor combine(const WindowTerms& window, const at::Tensor& linear_numerator
          config.window_scale * safe_divide(window.numerator, window.denominator);
 }
 
-// Causal gated linear attention, inclusive (query s reads keys j <= s): out_s = Σ_j exp(c_s - c_j) (q_s·k_j) v_j with
-// c the cumulative log gate. Chunks of `chunk` tokens: within one, decays exp(c_i - c_j) <= 1 from chunk-local
-// cumulative sums; across them, a state carried chunk to chunk.
+// Keys and values of each chunk's window: for queries [nC, nC + C) the keys [nC - window + 1, nC + C), as
+// [batch, heads, chunks, C + window - 1, dim] (positions before 0 are zeros, for the caller to mask).
+at::Tensor window_blocks(const at::Tensor& x, int64_t window, int64_t chunk, int64_t chunks) {
+  std::vector<int64_t> front = x.sizes().vec(), back = x.sizes().vec();
+  front[2] = window - 1;
+  back[2] = chunks * chunk - x.size(2);
+  const at::Tensor padded = at::cat({at::zeros(front, x.options()), x, at::zeros(back, x.options())}, 2);
+  return padded.unfold(2, chunk + window - 1, chunk).transpose(-1, -2);  // [b, h, n, C + w - 1, dim]
+}
+
+}  // namespace
+
 at::Tensor gated_linear_attention(const at::Tensor& queries, const at::Tensor& keys, const at::Tensor& values,
                                   const at::Tensor& log_gates, int64_t chunk) {
   const int64_t batch = queries.size(0), heads = queries.size(1), tokens = queries.size(2);
@@ -96,36 +107,30 @@ at::Tensor gated_linear_attention(const at::Tensor& queries, const at::Tensor& k
   const at::Tensor q = pad(queries).view({batch, heads, chunks, chunk, features});
   const at::Tensor k = pad(keys).view({batch, heads, chunks, chunk, features});
   const at::Tensor v = pad(values).view({batch, heads, chunks, chunk, value_dim});
-  const at::Tensor c = pad(log_gates.unsqueeze(-1)).view({batch, heads, chunks, chunk}).cumsum(-1);
+  // Cumulative log gates in fp32 (or float64) whatever the activations' dtype: differences of long bf16 sums would
+  // lose the decays; the factors exp(·) <= 1 then round to the activations' dtype.
+  const at::ScalarType exact = at::promote_types(log_gates.scalar_type(), at::kFloat);
+  const at::ScalarType dtype = q.scalar_type();
+  const at::Tensor c = pad(log_gates.unsqueeze(-1)).view({batch, heads, chunks, chunk}).to(exact).cumsum(-1);
   const at::Tensor causal = at::ones({chunk, chunk}, queries.options().dtype(at::kBool)).tril();
   const at::Tensor decay =
-      at::exp((c.unsqueeze(-1) - c.unsqueeze(-2)).masked_fill(causal.logical_not(), kNegativeInfinity));
+      at::exp((c.unsqueeze(-1) - c.unsqueeze(-2)).masked_fill(causal.logical_not(), kNegativeInfinity)).to(dtype);
   const at::Tensor intra = at::matmul(at::matmul(q, k.transpose(-1, -2)) * decay, v);
   // Each chunk's keys as they stand at its end, and the state every chunk starts from.
-  const at::Tensor total = c.select(-1, chunk - 1);                          // [b, h, n]
-  const at::Tensor to_end = at::exp(total.unsqueeze(-1) - c).unsqueeze(-1);  // [b, h, n, C, 1]
-  const at::Tensor added = at::matmul((k * to_end).transpose(-1, -2), v);    // [b, h, n, f, dv]
-  std::vector<at::Tensor> starts;
-  at::Tensor state = at::zeros({batch, heads, features, value_dim}, values.options());
-  for (int64_t n = 0; n < chunks; ++n) {
-    starts.push_back(state);
-    state = state * at::exp(total.select(2, n)).unsqueeze(-1).unsqueeze(-1) + added.select(2, n);
-  }
-  const at::Tensor inter = at::matmul(q * at::exp(c).unsqueeze(-1), at::stack(starts, 2));
+  const at::Tensor total = c.select(-1, chunk - 1);                                    // [b, h, n]
+  const at::Tensor to_end = at::exp(total.unsqueeze(-1) - c).unsqueeze(-1).to(dtype);  // [b, h, n, C, 1]
+  const at::Tensor added = at::matmul((k * to_end).transpose(-1, -2), v);              // [b, h, n, f, dv]
+  // Chunk n starts from Σ_{m<n} exp(P_n - P_{m+1}) added_m, P the exclusive cumulative sum of the chunk totals: one
+  // matmul over chunks (every factor <= 1) instead of a chunk-by-chunk loop, whose backward is as long.
+  const at::Tensor prefix = total.cumsum(-1) - total;  // P_n
+  const at::Tensor earlier = at::ones({chunks, chunks}, queries.options().dtype(at::kBool)).tril(-1);
+  const at::Tensor carry = at::exp((prefix.unsqueeze(-1) - (prefix + total).unsqueeze(-2))
+                                       .masked_fill(earlier.logical_not(), kNegativeInfinity));  // [b, h, n, n]
+  const at::Tensor starts = at::matmul(carry.to(added.scalar_type()), added.reshape({batch, heads, chunks, -1}))
+                                .view({batch, heads, chunks, features, value_dim});
+  const at::Tensor inter = at::matmul(q * at::exp(c).unsqueeze(-1).to(dtype), starts);
   return (intra + inter).view({batch, heads, padded, value_dim}).narrow(2, 0, tokens);
 }
-
-// Keys and values of each chunk's window: for queries [nC, nC + C) the keys [nC - window + 1, nC + C), as
-// [batch, heads, chunks, C + window - 1, dim] (positions before 0 are zeros, for the caller to mask).
-at::Tensor window_blocks(const at::Tensor& x, int64_t window, int64_t chunk, int64_t chunks) {
-  std::vector<int64_t> front = x.sizes().vec(), back = x.sizes().vec();
-  front[2] = window - 1;
-  back[2] = chunks * chunk - x.size(2);
-  const at::Tensor padded = at::cat({at::zeros(front, x.options()), x, at::zeros(back, x.options())}, 2);
-  return padded.unfold(2, chunk + window - 1, chunk).transpose(-1, -2);  // [b, h, n, C + w - 1, dim]
-}
-
-}  // namespace
 
 at::Tensor hedgehog_features(const at::Tensor& x, const at::Tensor& weight) {
   // x [b, h, t, d] · W [h, d, f] -> [b, h, t, f]
@@ -210,12 +215,14 @@ HybridDecodeState::HybridDecodeState(const HybridAttentionConfig& config, int64_
                                      const at::TensorOptions& options)
     : config_(config) {
   if (config.window < 1) throw std::invalid_argument("hybrid attention: window must be >= 1");
-  state_ = at::zeros({batch, heads, features, value_dim}, options);
-  normaliser_ = at::zeros({batch, heads, features}, options);
+  // The running sums and gates stay in fp32 (or float64) whatever the activations' dtype: S sums every past token.
+  const at::TensorOptions exact = options.dtype(at::promote_types(options.dtype().toScalarType(), at::kFloat));
+  state_ = at::zeros({batch, heads, features, value_dim}, exact);
+  normaliser_ = at::zeros({batch, heads, features}, exact);
   keys_ = at::zeros({batch, heads, config.window, head_dim}, options);
   values_ = at::zeros({batch, heads, config.window, value_dim}, options);
   key_features_ = at::zeros({batch, heads, config.window, features}, options);
-  log_gates_ = at::zeros({batch, heads, config.window}, options);
+  log_gates_ = at::zeros({batch, heads, config.window}, exact);
   valid_ = at::zeros({batch, config.window}, options.dtype(at::kBool));
 }
 
@@ -230,15 +237,29 @@ at::Tensor HybridDecodeState::step(const at::Tensor& query_features, const at::T
                                    const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
                                    const at::Tensor& log_gate, const at::Tensor& sink_logits,
                                    const at::Tensor& window_logits, const at::Tensor& valid) {
+  kernels::HybridDecodeTensors tensors{state_, normaliser_, keys_, values_, key_features_, log_gates_, valid_};
+  const kernels::HybridDecodeToken token{query_features, key_features, query,         key,  value,
+                                         log_gate,       sink_logits,  window_logits, valid};
+  last_step_fused_ = use_kernel && kernels::hybrid_decode_step_supported(tensors, token);
+  if (last_step_fused_) {
+    const at::Tensor out = kernels::hybrid_decode_step(tensors, token, tokens_, config_.kind == HybridKind::kLolcats,
+                                                       config_.linear_keys == LinearKeys::kAll, config_.window_scale);
+    ++tokens_;
+    return out;
+  }
   const int64_t window = config_.window, slot = tokens_ % window;
   const at::Tensor real = valid.defined() ? valid.to(at::kBool) : at::ones_like(valid_.select(1, 0));
   const at::Tensor keep = real.view({-1, 1}).to(state_.scalar_type());  // [b, 1]: padding adds nothing, decays nothing
-  const at::Tensor gate = (log_gate.defined() ? log_gate.squeeze(-1) : at::zeros_like(log_gates_.select(2, 0))) * keep;
+  const at::Tensor gate = (log_gate.defined() ? log_gate.squeeze(-1).to(log_gates_.scalar_type())
+                                              : at::zeros_like(log_gates_.select(2, 0))) *
+                          keep;
   // S_s = γ_s S_{s-1} + φ(k_s) v_sᵀ for the token that joins the state: the one leaving the window, or this one.
   auto fold = [&](const at::Tensor& features, const at::Tensor& values, const at::Tensor& token_gate) {
     const at::Tensor decay = at::exp(token_gate);  // [b, h]
-    state_ = state_ * decay.unsqueeze(-1).unsqueeze(-1) + features.unsqueeze(-1) * values.unsqueeze(-2);
-    normaliser_ = normaliser_ * decay.unsqueeze(-1) + features;
+    const at::Tensor exact_features = features.to(state_.scalar_type());
+    state_ = state_ * decay.unsqueeze(-1).unsqueeze(-1) +
+             exact_features.unsqueeze(-1) * values.to(state_.scalar_type()).unsqueeze(-2);
+    normaliser_ = normaliser_ * decay.unsqueeze(-1) + exact_features;
   };
   if (config_.linear_keys == LinearKeys::kOutsideWindow && tokens_ >= window)
     fold(key_features_.select(2, slot), values_.select(2, slot), log_gates_.select(2, slot));
@@ -260,9 +281,10 @@ at::Tensor HybridDecodeState::step(const at::Tensor& query_features, const at::T
   const at::Tensor scores = (at::matmul(query, keys_.narrow(2, 0, filled).transpose(-1, -2)) * scale)
                                 .masked_fill(padding, kNegativeInfinity);  // [b, h, 1, w]
   const WindowTerms windowed = window_terms(scores, values_.narrow(2, 0, filled), parameters, config_);
-  const at::Tensor linear_numerator = at::matmul(query_features, state_);  // [b, h, 1, dv]
-  const at::Tensor linear_denominator = at::matmul(query_features, normaliser_.unsqueeze(-1)).squeeze(-1);  // [b,h,1]
-  return combine(windowed, linear_numerator, linear_denominator, config_);
+  const at::Tensor exact_query = query_features.to(state_.scalar_type());
+  const at::Tensor linear_numerator = at::matmul(exact_query, state_);  // [b, h, 1, dv]
+  const at::Tensor linear_denominator = at::matmul(exact_query, normaliser_.unsqueeze(-1)).squeeze(-1);  // [b, h, 1]
+  return combine(windowed, linear_numerator, linear_denominator, config_).to(value.scalar_type());
 }
 
 void HybridDecodeState::absorb(const HybridInputs& unmasked) {
@@ -274,10 +296,10 @@ void HybridDecodeState::absorb(const HybridInputs& unmasked) {
   const int64_t folded = config_.linear_keys == LinearKeys::kAll ? tokens : std::max<int64_t>(tokens - window, 0);
   const at::Tensor gates = inputs.log_gates.defined() ? inputs.log_gates : at::zeros_like(inputs.values.select(-1, 0));
   if (folded > 0) {
-    const at::Tensor c = gates.narrow(2, 0, folded).cumsum(-1);
+    const at::Tensor c = gates.narrow(2, 0, folded).to(state_.scalar_type()).cumsum(-1);
     const at::Tensor decay = at::exp(c.narrow(2, folded - 1, 1) - c).unsqueeze(-1);  // [b, h, n, 1]
-    const at::Tensor features = inputs.key_features.narrow(2, 0, folded) * decay;
-    state_ = at::matmul(features.transpose(-1, -2), inputs.values.narrow(2, 0, folded));
+    const at::Tensor features = inputs.key_features.narrow(2, 0, folded).to(state_.scalar_type()) * decay;
+    state_ = at::matmul(features.transpose(-1, -2), inputs.values.narrow(2, 0, folded).to(state_.scalar_type()));
     normaliser_ = features.sum(2);
   }
   // The ring: the last `window` tokens, each at slot position % window.

@@ -49,6 +49,14 @@ struct HybridInputs {
   at::Tensor key_valid;       // [batch, tokens] bool: false for padding, which neither branch sees; undefined = all
 };
 
+// Causal gated linear attention with one scalar gate per head and token, inclusive (query s reads keys j <= s):
+// out_s = Σ_j exp(c_s - c_j) (q_s·k_j) v_j, c the cumulative log gate, in chunks of `chunk` tokens: within one, decays
+// exp(c_i - c_j) <= 1 from chunk-local cumulative sums; across them, a state carried chunk to chunk. What fla calls
+// simple GLA (chunk_simple_gla with scale 1). q, k: [batch, heads, tokens, features]; v: [batch, heads, tokens, dv];
+// log_gates: [batch, heads, tokens] (<= 0). Returns [batch, heads, tokens, dv].
+at::Tensor gated_linear_attention(const at::Tensor& queries, const at::Tensor& keys, const at::Tensor& values,
+                                  const at::Tensor& log_gates, int64_t chunk);
+
 // The quadratic reference: every score and decay written out, O(tokens²). Output [batch, heads, tokens, value_dim].
 at::Tensor hybrid_attention_quadratic(const HybridInputs& inputs, const HybridAttentionConfig& config);
 
@@ -57,8 +65,8 @@ at::Tensor hybrid_attention_quadratic(const HybridInputs& inputs, const HybridAt
 at::Tensor hybrid_attention_chunked(const HybridInputs& inputs, const HybridAttentionConfig& config,
                                     int64_t chunk = 64);
 
-// The recurrent form for decoding: S and z per head plus the window's exact keys, values, key features and gates in
-// fixed-size rings. Memory does not grow with the sequence.
+// The recurrent form for decoding: S and z per head (fp32 or float64, whatever the activations' dtype) plus the
+// window's exact keys, values, key features and gates in fixed-size rings. Memory does not grow with the sequence.
 class HybridDecodeState {
  public:
   HybridDecodeState(const HybridAttentionConfig& config, int64_t batch, int64_t heads, int64_t features,
@@ -73,6 +81,10 @@ class HybridDecodeState {
   void absorb(const HybridInputs& inputs);
   int64_t tokens() const { return tokens_; }
   int64_t bytes() const;  // what the state holds: constant in the sequence length
+  // Steps on CUDA run the fused kernel (kernels/hybrid_decode_step.h) where it applies; false forces the tensor ops
+  // (benchmarks compare the two). last_step_fused() says which ran.
+  bool use_kernel = true;
+  bool last_step_fused() const { return last_step_fused_; }
 
  private:
   HybridAttentionConfig config_;
@@ -80,6 +92,7 @@ class HybridDecodeState {
   at::Tensor keys_, values_, key_features_, log_gates_;  // rings of `window` slots
   at::Tensor valid_;                                     // [b, window] bool: the slot holds a real token
   int64_t tokens_ = 0;
+  bool last_step_fused_ = false;
 };
 
 // The recurrent form run over a whole sequence token by token (for tests and for reading a prompt into the state).

@@ -1,7 +1,10 @@
 #include "runtime/linearized_attention.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/utils.h>
 
+#include <cmath>
+#include <map>
 #include <stdexcept>
 
 namespace kvforge {
@@ -12,6 +15,35 @@ at::Tensor repeat_heads(const at::Tensor& x, int64_t heads) {
   return group > 1 ? x.repeat_interleave(group, 1) : x;
 }
 
+const char* const kLoraNames[4] = {"q_proj", "k_proj", "v_proj", "o_proj"};
+
+// {in, out} features of the projection a LoRA target adapts.
+std::pair<int64_t, int64_t> lora_shape(const ModelConfig& model, int index) {
+  const int64_t query_width = model.num_heads * model.head_dim, kv_width = model.num_kv_heads * model.head_dim;
+  switch (index) {
+    case 0:
+      return {model.hidden_size, query_width};
+    case 1:
+    case 2:
+      return {model.hidden_size, kv_width};
+    default:
+      return {query_width, model.hidden_size};
+  }
+}
+
+int lora_index(LoraTarget target) {
+  switch (target) {
+    case kLoraQuery:
+      return 0;
+    case kLoraKey:
+      return 1;
+    case kLoraValue:
+      return 2;
+    default:
+      return 3;
+  }
+}
+
 }  // namespace
 
 LinearizedLayerImpl::LinearizedLayerImpl(const ModelConfig& model, const LinearizationConfig& config,
@@ -20,13 +52,27 @@ LinearizedLayerImpl::LinearizedLayerImpl(const ModelConfig& model, const Lineari
   const at::Tensor identity = at::eye(head_dim, features, options).unsqueeze(0).repeat({heads, 1, 1});
   query_map = register_parameter("query_map", identity.clone());
   key_map = register_parameter("key_map", identity.clone());
-  if (config.attention.kind == HybridKind::kLizard) {
+  if (config.attention.kind == HybridKind::kLizard && config.gates) {
     gate_weight = register_parameter("gate_weight", at::zeros({heads, model.hidden_size}, options));
     gate_bias = register_parameter("gate_bias", at::full({heads}, config.gate_bias, options));
+  }
+  if (config.attention.kind == HybridKind::kLizard) {
     if (config.sinks > 0)
       sink_logits = register_parameter("sink_logits", at::full({heads, config.sinks}, config.sink_init, options));
   } else {
     window_logits = register_parameter("window_logits", at::full({heads}, config.window_logit_init, options));
+  }
+  if (config.lora.rank < 1) return;
+  for (int index = 0; index < 4; ++index) {
+    if ((config.lora.targets & (1 << index)) == 0) continue;
+    const auto [in, out] = lora_shape(model, index);
+    const std::string name = kLoraNames[index];
+    if (config.lora.merged) {
+      merged_weight[index] = register_parameter(name + "_weight", at::zeros({out, in}, options));
+    } else {
+      lora_a[index] = register_parameter(name + "_lora_a", at::zeros({config.lora.rank, in}, options));
+      lora_b[index] = register_parameter(name + "_lora_b", at::zeros({out, config.lora.rank}, options));
+    }
   }
 }
 
@@ -64,6 +110,76 @@ Linearization Linearization::on(const at::TensorOptions& options) const {
   return copy;
 }
 
+Linearization Linearization::with_lora(const LoraConfig& lora, uint64_t seed) const {
+  if (lora.rank < 1) throw std::invalid_argument("linearization: LoRA rank must be >= 1");
+  if (config.lora.rank > 0) throw std::logic_error("linearization: the adapters are already there");
+  LinearizationConfig adapted = config;
+  adapted.lora = lora;
+  adapted.lora.merged = false;
+  const at::TensorOptions options = parameters().front().options();
+  Linearization copy(model, adapted, options);
+  torch::NoGradGuard no_grad;
+  std::map<std::string, at::Tensor> source;
+  for (const auto& [name, parameter] : named_parameters()) source[name] = parameter;
+  for (const auto& [name, parameter] : copy.named_parameters())
+    if (auto found = source.find(name); found != source.end()) parameter.copy_(found->second);
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+  for (LinearizedLayer& layer : copy.layers)
+    for (const at::Tensor& a : layer->lora_a)
+      if (a.defined()) {
+        const double bound = 1.0 / std::sqrt(static_cast<double>(a.size(1)));
+        a.copy_(at::empty(a.sizes(), at::kFloat).uniform_(-bound, bound, generator));
+      }
+  return copy;
+}
+
+Linearization Linearization::merged(const std::vector<std::array<at::Tensor, 4>>& base_weights) const {
+  if (config.lora.rank < 1 || config.lora.merged) throw std::logic_error("linearization: no adapters to merge");
+  if (base_weights.size() != layers.size()) throw std::invalid_argument("linearization: one weight set per layer");
+  LinearizationConfig folded = config;
+  folded.lora.merged = true;
+  Linearization copy(model, folded, parameters().front().options());
+  torch::NoGradGuard no_grad;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    auto targets = copy.layers[l]->named_parameters();
+    for (const auto& item : layers[l]->named_parameters())
+      if (at::Tensor* target = targets.find(item.key())) target->copy_(item.value());
+    for (int index = 0; index < 4; ++index) {
+      if (!layers[l]->lora_a[index].defined()) continue;
+      const at::Tensor& weight = base_weights[l][index];
+      const at::Tensor delta =
+          at::matmul(layers[l]->lora_b[index].to(at::kFloat), layers[l]->lora_a[index].to(at::kFloat));
+      copy.layers[l]->merged_weight[index].set_data(
+          (weight.to(at::kCPU, at::kFloat) + config.lora.scale() * delta.cpu()).to(weight.scalar_type()));
+      copy.layers[l]->merged_weight[index].set_requires_grad(false);
+    }
+  }
+  return copy;
+}
+
+std::vector<at::Tensor> Linearization::lora_parameters() const {
+  std::vector<at::Tensor> all;
+  for (const LinearizedLayer& layer : layers)
+    for (int index = 0; index < 4; ++index)
+      if (layer->lora_a[index].defined()) {
+        all.push_back(layer->lora_a[index]);
+        all.push_back(layer->lora_b[index]);
+      }
+  return all;
+}
+
+at::Tensor Linearization::project(int64_t layer, LoraTarget target, const at::Tensor& input,
+                                  const at::Tensor& base_weight, const at::Tensor& base_bias) const {
+  const LinearizedLayer& parameters = layers.at(layer);
+  const int index = lora_index(target);
+  if (parameters->merged_weight[index].defined())
+    return at::linear(input, parameters->merged_weight[index].to(input.scalar_type()), base_bias);
+  at::Tensor out = at::linear(input, base_weight, base_bias);
+  if (!parameters->lora_a[index].defined()) return out;
+  const at::Tensor low = at::linear(input, parameters->lora_a[index].to(input.scalar_type()));
+  return out + at::linear(low, parameters->lora_b[index].to(input.scalar_type())) * config.lora.scale();
+}
+
 HybridInputs Linearization::inputs(int64_t layer, const at::Tensor& x, const at::Tensor& queries,
                                    const at::Tensor& keys, const at::Tensor& rotated_queries,
                                    const at::Tensor& rotated_keys, const at::Tensor& values) const {
@@ -77,15 +193,14 @@ HybridInputs Linearization::inputs(int64_t layer, const at::Tensor& x, const at:
   inputs.queries = rotated_queries;
   inputs.keys = repeat_heads(rotated_keys, heads);
   inputs.values = repeat_heads(values, heads);
-  if (config.attention.kind == HybridKind::kLizard) {
+  if (parameters->gate_weight.defined()) {
     // log γ = log σ(W_γ x + b) per head and token: [batch, heads, tokens]
     const at::Tensor logits =
         at::linear(x, parameters->gate_weight.to(x.scalar_type()), parameters->gate_bias.to(x.scalar_type()));
     inputs.log_gates = at::log_sigmoid(logits.to(at::kFloat)).to(queries.scalar_type()).transpose(1, 2);
-    if (parameters->sink_logits.defined()) inputs.sink_logits = parameters->sink_logits;
-  } else {
-    inputs.window_logits = parameters->window_logits;
   }
+  inputs.sink_logits = parameters->sink_logits;      // undefined unless Lizard with sinks
+  inputs.window_logits = parameters->window_logits;  // undefined unless LoLCATs
   return inputs;
 }
 
@@ -116,7 +231,7 @@ at::Tensor Linearization::decode(int64_t layer, LinearizedCache& cache, const at
                                  at_t(in.values), in.log_gates.defined() ? at_t(in.log_gates) : at::Tensor(),
                                  in.sink_logits, in.window_logits, in.key_valid.select(1, t)));
   }
-  return at::cat(outputs, 2);
+  return outputs.size() == 1 ? outputs.front() : at::cat(outputs, 2);
 }
 
 CachedKV LinearizedCache::update(int64_t, const at::Tensor&, const at::Tensor&, const at::Tensor&) {

@@ -10,6 +10,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include <array>
 #include <optional>
 #include <string>
 #include <utility>
@@ -21,10 +22,22 @@
 
 namespace kvforge {
 
+// Stage 2's low-rank adapters on the attention projections: W x + (alpha / rank)·B A x, B starting at zero so the
+// adapted model starts as stage 1 left it. `merged` holds W + (alpha / rank)·B A instead (an export option).
+enum LoraTarget : int { kLoraQuery = 1, kLoraKey = 2, kLoraValue = 4, kLoraOutput = 8 };
+struct LoraConfig {
+  int64_t rank = 0;  // 0 = no adapters
+  double alpha = 16.0;
+  int targets = kLoraQuery | kLoraKey | kLoraValue;  // Lizard: q, k, v; LoLCATs adds o
+  bool merged = false;
+  double scale() const { return alpha / static_cast<double>(rank); }
+};
+
 struct LinearizationConfig {
   HybridAttentionConfig attention;  // kind, window, which keys the linear branch covers, α
   int64_t feature_dim = 64;         // per half of the Hedgehog map (φ has 2 × this)
   int64_t sinks = 4;                // Lizard's meta-memory logits per head (0 = none)
+  bool gates = true;                // Lizard: per-head data-dependent decay; false = γ ≡ 1 (the ungated baseline)
   int64_t chunk = 64;               // chunk of the parallel form
   // Feature maps read RoPE'd queries and keys (LoLCATs) or the unrotated ones (Lizard, "RoPE removed in the gated
   // branch"); the window's softmax always sees them rotated, as the teacher did.
@@ -32,6 +45,7 @@ struct LinearizationConfig {
   double gate_bias = 5.0;             // initial γ = σ(5) ≈ 0.993: a memory of ~150 tokens before training moves it
   double sink_init = -5.0;            // initial sink logits: barely in the denominator
   double window_logit_init = -2.197;  // LoLCATs' σ(w) = 0.1
+  LoraConfig lora;
 };
 
 // One layer's trainable parameters. Feature maps start at the rectangular identity (LoLCATs' lk_zero_init), so φ
@@ -42,6 +56,9 @@ struct LinearizedLayerImpl : torch::nn::Module {
   at::Tensor gate_weight, gate_bias;  // Lizard: [heads, hidden], [heads]
   at::Tensor sink_logits;             // Lizard with sinks: [heads, sinks]
   at::Tensor window_logits;           // LoLCATs: [heads]
+  // Stage 2, per LoRA target (index: 0 q, 1 k, 2 v, 3 o): adapters A [rank, in] and B [out, rank], or the merged
+  // weight [out, in]; undefined where the target is not adapted.
+  at::Tensor lora_a[4], lora_b[4], merged_weight[4];
 };
 TORCH_MODULE(LinearizedLayer);
 
@@ -57,6 +74,16 @@ struct Linearization {
   std::vector<std::pair<std::string, at::Tensor>> named_parameters() const;
   // A copy on `options`' device and dtype, gradients off (for inference).
   Linearization on(const at::TensorOptions& options) const;
+  // This linearization's parameters (as trainable copies) beside fresh stage-2 adapters: A uniform in ±1/√in from
+  // `seed` (PEFT's default), B zero.
+  Linearization with_lora(const LoraConfig& lora, uint64_t seed) const;
+  // The adapters folded into the projections, W + (alpha / rank)·B A per target in W's dtype; base_weights holds
+  // each layer's q, k, v, o weights.
+  Linearization merged(const std::vector<std::array<at::Tensor, 4>>& base_weights) const;
+  std::vector<at::Tensor> lora_parameters() const;
+  // A projection of `layer` as adapted here: `target` one of kLoraQuery... ; base_weight/base_bias the model's.
+  at::Tensor project(int64_t layer, LoraTarget target, const at::Tensor& input, const at::Tensor& base_weight,
+                     const at::Tensor& base_bias) const;
 
   // Stage 1: see the header comment. transfer_loss sums each layer's MSE; reset it before a forward.
   bool attention_transfer = false;

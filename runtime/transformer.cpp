@@ -52,15 +52,21 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeAngles& rope, c
   const int64_t batch = x.size(0), tokens = x.size(1);
   if (cache != nullptr) cache->attention_input(layer_index, x);
   // q: [batch, heads, tokens, head_dim]; k, v: [batch, kv_heads, tokens, head_dim]
-  at::Tensor q = q_proj->forward(x).view({batch, tokens, num_heads, head_dim}).transpose(1, 2);
-  at::Tensor k = k_proj->forward(x).view({batch, tokens, num_kv_heads, head_dim}).transpose(1, 2);
-  at::Tensor v = v_proj->forward(x).view({batch, tokens, num_kv_heads, head_dim}).transpose(1, 2);
+  // A linearization may adapt the projections (Lizard's stage-2 LoRA).
+  auto project = [&](Linear& projection, LoraTarget target, const at::Tensor& input) {
+    return linearization != nullptr
+               ? linearization->project(layer_index, target, input, projection->weight, projection->bias)
+               : projection->forward(input);
+  };
+  at::Tensor q = project(q_proj, kLoraQuery, x).view({batch, tokens, num_heads, head_dim}).transpose(1, 2);
+  at::Tensor k = project(k_proj, kLoraKey, x).view({batch, tokens, num_kv_heads, head_dim}).transpose(1, 2);
+  at::Tensor v = project(v_proj, kLoraValue, x).view({batch, tokens, num_kv_heads, head_dim}).transpose(1, 2);
   if (cache != nullptr) cache->pre_rope(layer_index, k, v);
   const at::Tensor unrotated_q = q, unrotated_k = k;
   q = apply_rope(q, rope);
   k = apply_rope(k, rope);
   auto project_out = [&](const at::Tensor& heads_out) {
-    return o_proj->forward(heads_out.transpose(1, 2).reshape({batch, tokens, num_heads * head_dim}));
+    return project(o_proj, kLoraOutput, heads_out.transpose(1, 2).reshape({batch, tokens, num_heads * head_dim}));
   };
   if (linearization != nullptr && cache != nullptr) {
     auto* state = dynamic_cast<LinearizedCache*>(cache);

@@ -343,28 +343,52 @@ TEST(Cli, TrainKvPredictionResumeAndEvaluate) {
   EXPECT_FALSE(std::filesystem::exists(dir + "/bad/kvpred.safetensors"));
 }
 
-TEST(Cli, TrainLizardStageOneAndEvaluate) {
+TEST(Cli, TrainLizardBothStagesAndEvaluate) {
   const std::string dir = testing::make_temp_dir("train-lizard");
   const std::string base = "train " + fixture("../../recipes/lizard-tiny-cpu.yaml") +
                            " model=" + fixture("../../models/tiny-base") +
-                           " data.min_tokens=96 data.max_tokens=128 train.batch_size=2 eval.batches=2 train.steps=6";
+                           " data.min_tokens=96 data.max_tokens=128 stage1.batch_size=2 stage2.batch_size=2"
+                           " eval.batches=2 stage1.steps=6 stage2.steps=4";
   CommandRun trained = run_kvforge(base + " out=" + dir + "/lizard");
   ASSERT_EQ(trained.exit_code, 0) << trained.output;
   const Artifact artifact = read_artifact(dir + "/lizard/lizard.safetensors");
   EXPECT_EQ(artifact.method, "lizard");
   EXPECT_LT(artifact.metrics.at("transfer_loss_after"), artifact.metrics.at("transfer_loss_before"));
+  EXPECT_LT(artifact.metrics.at("lm_loss_stage2"), artifact.metrics.at("lm_loss_stage1"));
   EXPECT_EQ(artifact.tensors.at("layers.0.query_map").sizes(), (std::vector<int64_t>{6, 32, 32}));
+  EXPECT_EQ(artifact.tensors.at("layers.0.q_proj_lora_a").sizes(), (std::vector<int64_t>{8, 192}));
+  EXPECT_EQ(artifact.tensors.count("layers.0.o_proj_lora_a"), 0u);
   CommandRun eval =
       run_kvforge("eval --model " + fixture("../../models/tiny-base") + " --device cpu --artifact " + dir +
                   "/lizard/lizard.safetensors --tasks passkey --lengths 256 --samples 2 --out " + dir + "/eval");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   const nlohmann::json report = read_json_file(dir + "/eval/report.json");
   ASSERT_EQ(report.at("policies").size(), 2u);
-  EXPECT_EQ(report.at("policies")[1], "lizard (Lizard, window 32, 6 steps)");
+  EXPECT_EQ(report.at("policies")[1], "lizard (Lizard, window 32, 6 steps + 4 LoRA r8)");
+
+  // Interrupted in stage 2 and resumed: stage 1 resumes from its last checkpoint (nothing left), stage 2 goes on.
+  ASSERT_EQ(run_kvforge(base + " stage2.steps=2 out=" + dir + "/resumed").exit_code, 0);
+  CommandRun resumed = run_kvforge(base + " out=" + dir + "/resumed --resume");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  const Artifact continued = read_artifact(dir + "/resumed/lizard.safetensors");
+  for (const auto& [name, tensor] : artifact.tensors)
+    EXPECT_TRUE(at::allclose(tensor, continued.tensors.at(name), 1e-5, 1e-6)) << name;
+
+  // Merged export: the same model with the adapters folded into q, k, v.
+  CommandRun merged = run_kvforge(base + " export.merge_lora=true out=" + dir + "/merged");
+  ASSERT_EQ(merged.exit_code, 0) << merged.output;
+  const Artifact folded = read_artifact(dir + "/merged/lizard.safetensors");
+  EXPECT_EQ(folded.tensors.count("layers.0.q_proj_lora_a"), 0u);
+  EXPECT_EQ(folded.tensors.at("layers.0.q_proj_weight").sizes(), (std::vector<int64_t>{192, 192}));
+  EXPECT_DOUBLE_EQ(folded.metrics.at("lm_loss_stage2"), artifact.metrics.at("lm_loss_stage2"));
+
   expect_one_line_error(run_kvforge(base + " attention.kind=mamba out=" + dir + "/bad"),
                         {"attention.kind", "lizard or lolcats"});
   expect_one_line_error(run_kvforge(base + " attention.kind=lolcats attention.linear_keys=all out=" + dir + "/bad"),
                         {"attention.linear_keys"});
+  expect_one_line_error(run_kvforge(base + " lora.targets=[q,x] out=" + dir + "/bad"), {"lora.targets", "'x'"});
+  expect_one_line_error(run_kvforge(base + " stage2.steps=0 export.merge_lora=true out=" + dir + "/bad"),
+                        {"export.merge_lora"});
   EXPECT_FALSE(std::filesystem::exists(dir + "/bad/lizard.safetensors"));
 }
 

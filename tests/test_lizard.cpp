@@ -1,6 +1,7 @@
 // Lizard's and LoLCATs' hybrid attention: Hedgehog features, the quadratic, chunked and recurrent forms agreeing,
 // and the identities the method rests on (a full window is softmax, γ ≡ 1 is ungated, sinks at -∞ vanish).
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -11,6 +12,7 @@
 #include "runtime/transformer.h"
 #include "test_util.h"
 #include "trainers/lizard/attention_transfer.h"
+#include "trainers/lizard/fine_tune.h"
 
 namespace kvforge {
 namespace {
@@ -356,6 +358,222 @@ TEST(LizardDecode, GeneratingThroughTheStateMatchesTheWholeSequenceForward) {
       model->forward(ids.narrow(1, 0, 1), (positions.narrow(1, 0, 1).clamp_min(0) + 100 + t), &cache);
     EXPECT_EQ(cache.bytes(), bytes);
     model->set_linearization(nullptr);
+  }
+}
+
+// Each layer's q, k, v, o weights of the model.
+std::vector<std::array<at::Tensor, 4>> projection_weights(Transformer& model) {
+  std::vector<std::array<at::Tensor, 4>> weights;
+  auto named = model->named_parameters();
+  for (int64_t l = 0; l < model->config.num_layers; ++l) {
+    const std::string prefix = "model.layers." + std::to_string(l) + ".self_attn.";
+    weights.push_back({named[prefix + "q_proj.weight"], named[prefix + "k_proj.weight"],
+                       named[prefix + "v_proj.weight"], named[prefix + "o_proj.weight"]});
+  }
+  return weights;
+}
+
+TEST(LizardLora, AdaptersStartAsTheIdentityAndAddScaledLowRankProducts) {
+  torch::NoGradGuard no_grad;
+  Transformer& model = testing::tiny_base_model().model;
+  Linearization linearization(model->config, small_linearization(HybridKind::kLizard),
+                              at::TensorOptions().dtype(at::kFloat));
+  for (const at::Tensor& parameter : linearization.parameters()) parameter.add_(at::randn_like(parameter) * 0.1);
+  LoraConfig lora;
+  lora.rank = 4;
+  lora.alpha = 12;
+  lora.targets = kLoraQuery | kLoraValue | kLoraOutput;
+  Linearization adapted = linearization.with_lora(lora, 3);
+  const TokenBatch batch = random_batches(2, 40, model->config.vocab_size)(9, 0, 0);
+  auto logits = [&](Linearization* attached) {
+    model->set_linearization(attached);
+    const at::Tensor out = model->forward(batch.input_ids, batch.positions, nullptr, false, true);
+    model->set_linearization(nullptr);
+    return out;
+  };
+  // B = 0: the adapted model is the stage-1 model exactly.
+  EXPECT_TRUE(at::equal(logits(&adapted), logits(&linearization)));
+  EXPECT_FALSE(adapted.layers[0]->lora_a[1].defined());  // k is not a target
+  EXPECT_GT(adapted.layers[0]->lora_a[0].abs().min().item<double>(), 0.0);
+
+  // With B drawn: W x + (alpha / rank)·B A x, against float64.
+  for (const at::Tensor& b : adapted.lora_parameters()) b.copy_(at::randn_like(b) * 0.1);
+  const auto weights = projection_weights(model);
+  const at::Tensor x = at::randn({3, 5, model->config.hidden_size});
+  const at::Tensor projected = adapted.project(2, kLoraValue, x, weights[2][2], at::Tensor());
+  const LinearizedLayer& layer = adapted.layers[2];
+  const at::Tensor expected =
+      at::linear(x.to(at::kDouble), weights[2][2].to(at::kDouble)) +
+      at::linear(at::linear(x.to(at::kDouble), layer->lora_a[2].to(at::kDouble)), layer->lora_b[2].to(at::kDouble)) *
+          3.0;
+  EXPECT_LT((projected.to(at::kDouble) - expected).abs().max().item<double>(),
+            1e-6 * expected.abs().max().item<double>());
+
+  // Merged weights are the same model.
+  const Linearization merged = adapted.merged(weights);
+  EXPECT_FALSE(merged.layers[0]->lora_a[0].defined());
+  EXPECT_TRUE(merged.layers[0]->merged_weight[0].defined());
+  EXPECT_FALSE(merged.layers[0]->merged_weight[1].defined());
+  Linearization merged_copy = merged.on(at::TensorOptions().dtype(at::kFloat));
+  const at::Tensor adapted_logits = logits(&adapted);
+  EXPECT_GT((adapted_logits - logits(&linearization)).abs().max().item<double>(), 1e-3);
+  EXPECT_LT((logits(&merged_copy) - adapted_logits).abs().max().item<double>(),
+            1e-5 * adapted_logits.abs().max().item<double>());
+}
+
+TEST(LizardLora, StageTwoLowersTheLanguageModelLossTrainingOnlyTheAdapters) {
+  Transformer& model = testing::tiny_base_model().model;
+  const at::Tensor query_weight = model->named_parameters()["model.layers.1.self_attn.q_proj.weight"].clone();
+  Linearization linearization(model->config, small_linearization(HybridKind::kLizard),
+                              at::TensorOptions().dtype(at::kFloat));
+  LoraConfig lora;
+  lora.rank = 8;
+  Linearization adapted = linearization.with_lora(lora, 1);
+  const at::Tensor feature_map = adapted.layers[0]->query_map.clone();
+  // Batches with labels: the tiny model's own task text.
+  const LoadedModel& loaded = testing::tiny_base_model();
+  TaskMixture mixture;
+  mixture.tasks = {"passkey"};
+  mixture.min_tokens = 64;
+  mixture.max_tokens = 96;
+  const BatchSource batches = [&](uint64_t seed, int64_t step, int64_t micro) {
+    TaskMixture drawn = mixture;
+    drawn.seed = seed;
+    return make_task_batch(drawn, *loaded.tokenizer, loaded.eos_token_ids.front(),
+                           loaded.config.pad_token_id.value_or(0), step, micro, 3);
+  };
+  lizard::FineTuneObjective objective(model, adapted, batches, 2, /*train_linearization=*/false);
+  const double before = lizard::held_out_language_model_loss(model, &adapted, batches, 2, 2);
+  EXPECT_NEAR(before, lizard::held_out_language_model_loss(model, &linearization, batches, 2, 2), 1e-9);
+  LoopConfig loop;
+  loop.steps = 25;
+  loop.schedule.kind = "constant";
+  loop.schedule.peak_lr = 3e-3;
+  loop.schedule.total_steps = 25;
+  loop.log_every = 0;
+  loop.out_dir = testing::make_temp_dir("lizard-lora");
+  run_training(objective, loop, nullptr);
+  const double after = lizard::held_out_language_model_loss(model, &adapted, batches, 2, 2);
+  EXPECT_LT(after, before - 0.05) << before << " -> " << after;
+  EXPECT_TRUE(at::equal(adapted.layers[0]->query_map, feature_map));  // stage 1's parameters stayed
+  EXPECT_TRUE(at::equal(model->named_parameters()["model.layers.1.self_attn.q_proj.weight"], query_weight));
+  EXPECT_GT(lizard::held_out_language_model_loss(model, nullptr, batches, 2, 2), 0.0);
+}
+
+TEST(LizardLora, UngatedLizardHasNoGateAndDecaysNothing) {
+  LinearizationConfig config = small_linearization(HybridKind::kLizard);
+  config.gates = false;
+  Transformer& model = testing::tiny_base_model().model;
+  Linearization ungated(model->config, config, at::TensorOptions().dtype(at::kFloat));
+  for (const auto& [name, parameter] : ungated.named_parameters()) EXPECT_EQ(name.find("gate"), std::string::npos);
+  EXPECT_TRUE(ungated.layers[0]->sink_logits.defined());
+}
+
+TEST(LizardGpu, ChunkedFormInBf16MatchesTheFloat64Reference) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (CI has none; run on the GPU machine)";
+  Shapes shapes;
+  shapes.tokens = 300;
+  shapes.head_dim = shapes.value_dim = 64;
+  shapes.features = 128;
+  HybridAttentionConfig config;
+  config.window = 64;
+  const HybridInputs reference = random_inputs(shapes, at::kDouble, 41);
+  HybridInputs device = reference;
+  for (at::Tensor* t : {&device.query_features, &device.key_features, &device.queries, &device.keys, &device.values,
+                        &device.log_gates, &device.sink_logits})
+    *t = t->to(at::kCUDA, at::kBFloat16);
+  const at::Tensor expected = hybrid_attention_quadratic(reference, config);
+  const at::Tensor chunked = hybrid_attention_chunked(device, config, 64).to(at::kCPU, at::kDouble);
+  EXPECT_LT(max_difference(chunked, expected), 3e-2 * expected.abs().max().item<double>());
+  HybridDecodeState state(config, shapes.batch, shapes.heads, shapes.features, shapes.head_dim, shapes.value_dim,
+                          device.values.options());
+  HybridInputs prompt = device;
+  for (at::Tensor* t :
+       {&prompt.query_features, &prompt.key_features, &prompt.queries, &prompt.keys, &prompt.values, &prompt.log_gates})
+    *t = t->narrow(2, 0, shapes.tokens - 1);
+  state.absorb(prompt);
+  auto last = [&](const at::Tensor& t) { return t.narrow(2, shapes.tokens - 1, 1); };
+  const at::Tensor stepped =
+      state.step(last(device.query_features), last(device.key_features), last(device.queries), last(device.keys),
+                 last(device.values), last(device.log_gates), device.sink_logits, {});
+  EXPECT_LT(max_difference(stepped.to(at::kCPU, at::kDouble), last(expected)),
+            3e-2 * expected.abs().max().item<double>());
+}
+
+TEST(LizardGpu, FusedDecodeStepMatchesTheFloat64Reference) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (CI has none; run on the GPU machine)";
+  struct Case {
+    HybridKind kind;
+    LinearKeys keys;
+    int64_t window, head_dim;
+    at::ScalarType dtype;
+  };
+  const std::vector<Case> cases = {
+      {HybridKind::kLizard, LinearKeys::kOutsideWindow, 16, 64, at::kFloat},
+      {HybridKind::kLizard, LinearKeys::kOutsideWindow, 64, 128, at::kBFloat16},
+      {HybridKind::kLizard, LinearKeys::kAll, 8, 64, at::kFloat},
+      {HybridKind::kLolcats, LinearKeys::kOutsideWindow, 16, 128, at::kFloat},
+      {HybridKind::kLolcats, LinearKeys::kOutsideWindow, 64, 64, at::kBFloat16},
+  };
+  for (const Case& c : cases) {
+    Shapes shapes;
+    shapes.batch = 3;
+    shapes.tokens = 150;
+    shapes.head_dim = shapes.value_dim = c.head_dim;
+    shapes.features = 128;
+    HybridInputs in = random_inputs(shapes, at::kDouble, 77 + c.window);
+    if (c.kind == HybridKind::kLolcats) in.log_gates = at::Tensor();
+    // Row 1 is padding for its first 9 tokens, row 2 for a stretch mid-way (a finished sequence's steps).
+    in.key_valid = at::ones({shapes.batch, shapes.tokens}, at::kBool);
+    in.key_valid[1].narrow(0, 0, 9).fill_(false);
+    in.key_valid[2].narrow(0, 60, 7).fill_(false);
+    // Both sides read the same values: rounded to the device dtype first.
+    for (at::Tensor* t : {&in.query_features, &in.key_features, &in.queries, &in.keys, &in.values})
+      *t = t->to(c.dtype).to(at::kDouble);
+    HybridAttentionConfig config;
+    config.kind = c.kind;
+    config.window = c.window;
+    config.linear_keys = c.keys;
+    config.window_scale = 0.7;
+    const std::string where = "kind " + std::to_string(static_cast<int>(c.kind)) + " window " +
+                              std::to_string(c.window) + " dtype " + std::string(c10::toString(c.dtype));
+    auto on_device = [&](const at::Tensor& t) {
+      return t.defined() ? t.to(at::kCUDA, t.is_floating_point() && t.dim() == 4 ? c.dtype : t.scalar_type())
+                         : at::Tensor();
+    };
+    HybridDecodeState reference(config, shapes.batch, shapes.heads, shapes.features, shapes.head_dim, shapes.value_dim,
+                                at::TensorOptions().dtype(at::kDouble));
+    HybridDecodeState fused(config, shapes.batch, shapes.heads, shapes.features, shapes.head_dim, shapes.value_dim,
+                            at::TensorOptions().device(at::kCUDA).dtype(c.dtype));
+    const int64_t prompt = 20;
+    HybridInputs head = in;
+    for (at::Tensor* t : {&head.query_features, &head.key_features, &head.queries, &head.keys, &head.values})
+      *t = t->narrow(2, 0, prompt);
+    if (head.log_gates.defined()) head.log_gates = head.log_gates.narrow(2, 0, prompt);
+    head.key_valid = in.key_valid.narrow(1, 0, prompt);
+    reference.absorb(head);
+    HybridInputs device_head = head;
+    for (at::Tensor* t : {&device_head.query_features, &device_head.key_features, &device_head.queries,
+                          &device_head.keys, &device_head.values, &device_head.log_gates, &device_head.key_valid})
+      *t = on_device(*t);
+    fused.absorb(device_head);
+    const double tolerance = c.dtype == at::kFloat ? 2e-5 : 3e-2;
+    for (int64_t t = prompt; t < shapes.tokens; ++t) {
+      auto at_t = [t](const at::Tensor& x) { return x.defined() ? x.narrow(2, t, 1) : at::Tensor(); };
+      const at::Tensor valid = in.key_valid.select(1, t);
+      const at::Tensor expected =
+          reference.step(at_t(in.query_features), at_t(in.key_features), at_t(in.queries), at_t(in.keys),
+                         at_t(in.values), at_t(in.log_gates), in.sink_logits, in.window_logits, valid);
+      const at::Tensor got =
+          fused.step(on_device(at_t(in.query_features)), on_device(at_t(in.key_features)), on_device(at_t(in.queries)),
+                     on_device(at_t(in.keys)), on_device(at_t(in.values)), on_device(at_t(in.log_gates)),
+                     on_device(in.sink_logits), on_device(in.window_logits), on_device(valid));
+      ASSERT_TRUE(fused.last_step_fused()) << where;
+      EXPECT_LT(max_difference(got.to(at::kCPU, at::kDouble), expected),
+                tolerance * std::max(1.0, expected.abs().max().item<double>()))
+          << where << " token " << t;
+    }
+    EXPECT_EQ(fused.tokens(), shapes.tokens);
   }
 }
 

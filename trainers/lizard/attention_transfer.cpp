@@ -2,6 +2,8 @@
 
 #include <torch/utils.h>
 
+#include "trainers/lizard/fine_tune.h"
+
 namespace kvforge::lizard {
 
 AttentionTransferObjective::AttentionTransferObjective(Transformer model, Linearization& linearization,
@@ -39,7 +41,7 @@ MicroBatchLoss AttentionTransferObjective::micro_batch_loss(int64_t step, int64_
 
 double AttentionTransferObjective::held_out(int64_t count) {
   torch::NoGradGuard no_grad;
-  const uint64_t seed = mix_seed({seed_, 0xe7a1});
+  const uint64_t seed = held_out_seed(seed_);
   double total = 0;
   for (int64_t i = 0; i < count; ++i) total += transfer_loss(batches_(seed, i, 0)).item<double>();
   return total / static_cast<double>(count);
