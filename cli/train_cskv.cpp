@@ -119,7 +119,9 @@ void run_cskv_recipe(const Recipe& recipe, bool resume) {
     fail_input("recipe", "train.key_loss", "expected mse or scores, got '" + key_loss + "'");
   const TaskMixture data = recipe_task_mixture(recipe);
 
-  const at::Device device = parse_device(recipe.get_string("device"), "device");
+  TrainerRanks ranks = training_ranks(recipe);
+  const at::Device device = ranks.device;
+  const bool main_rank = ranks.is_main();
   const at::ScalarType dtype = parse_model_dtype(recipe.get_string("dtype"), device, "dtype");
   if (recipe.get_int("threads") > 0) at::set_num_threads(static_cast<int>(recipe.get_int("threads")));
   LoadedModel loaded = load_model(recipe.get_string("model"), device, dtype);
@@ -130,13 +132,16 @@ void run_cskv_recipe(const Recipe& recipe, bool resume) {
   const BatchSource batches = recipe_batches(recipe, loaded, data, recipe.get_int("train.batch_size"));
 
   const std::string out = recipe.get_string("out");
-  std::filesystem::create_directories(out);
   const std::string recipe_text = recipe.to_yaml();
-  write_text_atomically(out + "/recipe.yaml", recipe_text);
-  std::cerr << "cskv: " << cskv::init_name(options.init) << " factors of " << loaded.dir << " on " << device.str()
-            << ", ranks K " << options.key_rank << " / V " << options.value_rank << " of "
-            << config.num_kv_heads * config.head_dim << ", " << options.bits << "-bit latents, window "
-            << options.window << std::endl;
+  if (main_rank) {
+    std::filesystem::create_directories(out);
+    write_text_atomically(out + "/recipe.yaml", recipe_text);
+  }
+  if (main_rank)
+    std::cerr << "cskv: " << cskv::init_name(options.init) << " factors of " << loaded.dir << " on " << device.str()
+              << ", ranks K " << options.key_rank << " / V " << options.value_rank << " of "
+              << config.num_kv_heads * config.head_dim << ", " << options.bits << "-bit latents, window "
+              << options.window << std::endl;
 
   const auto started = std::chrono::steady_clock::now();
   const uint64_t calibration_seed = mix_seed({data.seed, 0xca1});
@@ -155,17 +160,19 @@ void run_cskv_recipe(const Recipe& recipe, bool resume) {
   cskv::ReconstructionObjective objective(loaded.model, factors, objective_config);
   const int64_t eval_batches = recipe.get_int("eval.batches");
   const at::Tensor initial_errors = objective.relative_errors(eval_batches);
-  write_artifact(out + "/cskv-init.safetensors",
-                 cskv::cskv_artifact(factors, options, initial_errors, config, recipe_text,
-                                     {{"steps", 0},
-                                      {"calibration_tokens", static_cast<double>(statistics.tokens)},
-                                      {"init_seconds", init_seconds}}));
+  if (main_rank)
+    write_artifact(out + "/cskv-init.safetensors",
+                   cskv::cskv_artifact(factors, options, initial_errors, config, recipe_text,
+                                       {{"steps", 0},
+                                        {"calibration_tokens", static_cast<double>(statistics.tokens)},
+                                        {"init_seconds", init_seconds}}));
 
   LoopConfig loop = cosine_loop(recipe, out, resume);
   const auto trained_from = std::chrono::steady_clock::now();
-  if (loop.steps > 0) run_training(objective, loop, nullptr);
+  if (loop.steps > 0) run_training(objective, loop, ranks.loop());
   const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - trained_from).count();
   const at::Tensor errors = objective.relative_errors(eval_batches);
+  if (!main_rank) return;
 
   const std::string path = out + "/cskv.safetensors";
   write_artifact(path, cskv::cskv_artifact(factors, options, errors, config, recipe_text,

@@ -120,7 +120,9 @@ void run_kvpred_recipe(const Recipe& recipe, bool resume) {
   TaskMixture data = recipe_task_mixture(recipe);
   data.loss_on_prompt = recipe.get_bool("data.loss_on_prompt");
 
-  const at::Device device = parse_device(recipe.get_string("device"), "device");
+  TrainerRanks ranks = training_ranks(recipe);
+  const at::Device device = ranks.device;
+  const bool main_rank = ranks.is_main();
   const at::ScalarType dtype = parse_model_dtype(recipe.get_string("dtype"), device, "dtype");
   if (recipe.get_int("threads") > 0) at::set_num_threads(static_cast<int>(recipe.get_int("threads")));
   LoadedModel loaded = load_model(recipe.get_string("model"), device, dtype);
@@ -146,17 +148,20 @@ void run_kvpred_recipe(const Recipe& recipe, bool resume) {
   const ModelConfig& auxiliary_config = predictor->auxiliary->config;
 
   const std::string out = recipe.get_string("out");
-  std::filesystem::create_directories(out);
   const std::string recipe_text = recipe.to_yaml();
-  write_text_atomically(out + "/recipe.yaml", recipe_text);
+  if (main_rank) {
+    std::filesystem::create_directories(out);
+    write_text_atomically(out + "/recipe.yaml", recipe_text);
+  }
   const int64_t flops_length = data.max_tokens;
   const double flops_ratio =
       forward_flops(config, flops_length, 0, 1) / kv_prediction_prefill_flops(config, auxiliary_config, flops_length);
-  std::cerr << "kvpred: "
-            << (every > 0 ? "the base keeping 1 layer in " + std::to_string(every) : attributes["auxiliary_name"])
-            << " as the auxiliary (" << auxiliary_config.num_layers << " of " << config.num_layers << " layers), "
-            << fixed(flops_ratio, 2) << "x fewer prefill FLOPs at " << flops_length << " tokens, on " << device.str()
-            << std::endl;
+  if (main_rank)
+    std::cerr << "kvpred: "
+              << (every > 0 ? "the base keeping 1 layer in " + std::to_string(every) : attributes["auxiliary_name"])
+              << " as the auxiliary (" << auxiliary_config.num_layers << " of " << config.num_layers << " layers), "
+              << fixed(flops_ratio, 2) << "x fewer prefill FLOPs at " << flops_length << " tokens, on " << device.str()
+              << std::endl;
 
   const auto started = std::chrono::steady_clock::now();
   int64_t calibration_tokens = 0;
@@ -188,6 +193,7 @@ void run_kvpred_recipe(const Recipe& recipe, bool resume) {
                                            {"calibration_tokens", static_cast<double>(calibration_tokens)},
                                            {"init_seconds", init_seconds}};
   auto export_to = [&](const std::string& path, int64_t steps, const kvpred::HeldOutLosses& losses) {
+    if (!main_rank) return;
     std::map<std::string, double> values = metrics;
     values["steps"] = static_cast<double>(steps);
     values["heldout_predicted_ce"] = losses.predicted_ce;
@@ -201,12 +207,13 @@ void run_kvpred_recipe(const Recipe& recipe, bool resume) {
   loop.optimizer.beta2 = 0.95;  // the reference's AdamW (0.9, 0.95)
   loop.bf16_autocast = device.is_cuda();
   const auto trained_from = std::chrono::steady_clock::now();
-  if (loop.steps > 0) run_training(objective, loop, nullptr);
+  if (loop.steps > 0) run_training(objective, loop, ranks.loop());
   const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - trained_from).count();
   const kvpred::HeldOutLosses trained = objective.held_out(eval_batches);
   metrics["train_seconds"] = train_seconds;
   const std::string path = out + "/kvpred.safetensors";
   export_to(path, loop.steps, trained);
+  if (!main_rank) return;
 
   const std::string losses = losses_table(initial, trained);
   write_text_atomically(out + "/losses.md", "Held-out losses (" + std::to_string(eval_batches) + " batches, " +

@@ -138,14 +138,18 @@ void run_lizard_recipe(const Recipe& recipe, bool resume) {
   TaskMixture data = recipe_task_mixture(recipe);
   data.loss_on_prompt = recipe.get_bool("data.loss_on_prompt");
 
-  const at::Device device = parse_device(recipe.get_string("device"), "device");
+  TrainerRanks ranks = training_ranks(recipe);
+  const at::Device device = ranks.device;
+  const bool main_rank = ranks.is_main();
   const at::ScalarType dtype = parse_model_dtype(recipe.get_string("dtype"), device, "dtype");
   if (recipe.get_int("threads") > 0) at::set_num_threads(static_cast<int>(recipe.get_int("threads")));
   LoadedModel loaded = load_model(recipe.get_string("model"), device, dtype);
   for (at::Tensor& parameter : loaded.model->parameters()) parameter.set_requires_grad(false);  // frozen teacher
   transfer_loop.bf16_autocast = tune_loop.bf16_autocast = device.is_cuda();
-  std::filesystem::create_directories(out);
-  write_text_atomically(out + "/recipe.yaml", recipe.to_yaml());
+  if (main_rank) {
+    std::filesystem::create_directories(out);
+    write_text_atomically(out + "/recipe.yaml", recipe.to_yaml());
+  }
   const int64_t eval_batches = recipe.get_int("eval.batches");
   auto held_out_lm = [&](Linearization* linearization, const BatchSource& batches) {
     return lizard::held_out_language_model_loss(loaded.model, linearization, batches, data.seed, eval_batches);
@@ -160,15 +164,16 @@ void run_lizard_recipe(const Recipe& recipe, bool resume) {
   lizard::AttentionTransferObjective transfer(loaded.model, linearization, transfer_batches, data.seed);
   const double transfer_before = transfer.held_out(eval_batches);
   auto started = std::chrono::steady_clock::now();
-  if (transfer_loop.steps > 0) run_training(transfer, transfer_loop, nullptr);
+  if (transfer_loop.steps > 0) run_training(transfer, transfer_loop, ranks.loop());
   const double transfer_seconds = seconds_since(started);
   const double transfer_after = transfer.held_out(eval_batches);
   const double lm_teacher = held_out_lm(nullptr, transfer_batches);
   const double lm_stage1 = held_out_lm(&linearization, transfer_batches);
-  std::cout << std::setprecision(4) << "stage 1: held-out transfer loss (mean per-layer MSE) " << transfer_before
-            << " -> " << transfer_after << " in " << transfer_loop.steps << " steps (" << std::fixed
-            << std::setprecision(1) << transfer_seconds << " s)\n"
-            << std::defaultfloat;
+  if (main_rank)
+    std::cout << std::setprecision(4) << "stage 1: held-out transfer loss (mean per-layer MSE) " << transfer_before
+              << " -> " << transfer_after << " in " << transfer_loop.steps << " steps (" << std::fixed
+              << std::setprecision(1) << transfer_seconds << " s)\n"
+              << std::defaultfloat;
 
   // Stage 2: the language-model loss through LoRA on the linearized model.
   Linearization tuned = linearization;
@@ -181,10 +186,11 @@ void run_lizard_recipe(const Recipe& recipe, bool resume) {
       for (const at::Tensor& parameter : tuned.parameters()) parameter.set_requires_grad(true);
     lizard::FineTuneObjective fine_tune(loaded.model, tuned, tune_batches, data.seed, train_linearization);
     started = std::chrono::steady_clock::now();
-    run_training(fine_tune, tune_loop, nullptr);
+    run_training(fine_tune, tune_loop, ranks.loop());
     tune_seconds = seconds_since(started);
     lm_stage2 = held_out_lm(&tuned, transfer_batches);
   }
+  if (!main_rank) return;
   std::cout << std::setprecision(4) << "held-out language-model loss: teacher " << lm_teacher << ", after stage 1 "
             << lm_stage1 << ", after stage 2 " << lm_stage2 << " (" << tune_loop.steps << " steps, " << std::fixed
             << std::setprecision(1) << tune_seconds << " s)\n"

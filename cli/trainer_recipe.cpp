@@ -1,8 +1,11 @@
 #include "cli/trainer_recipe.h"
 
+#include <torch/cuda.h>
+
 #include <algorithm>
 #include <memory>
 
+#include "cli/device_choice.h"
 #include "runtime/input_error.h"
 #include "trainers/text_batches.h"
 
@@ -92,6 +95,15 @@ LoopConfig cosine_loop(const Recipe& recipe, const std::string& out, bool resume
   loop.resume = resume;
   loop.recipe_text = recipe.to_yaml();
   return loop;
+}
+
+TrainerRanks training_ranks(const Recipe& recipe) {
+  const DistributedEnv env = read_distributed_env();
+  std::string device = recipe.get_string("device");
+  if (env.world_size > 1 && device == "auto" && torch::cuda::is_available())
+    device = "cuda:" + std::to_string(env.local_rank);
+  const at::Device chosen = parse_device(device, "device");
+  return TrainerRanks{chosen, DataParallel(env, chosen)};
 }
 
 }  // namespace kvforge

@@ -7,6 +7,7 @@
 
 #include "cli/recipe.h"
 #include "runtime/model_loader.h"
+#include "trainers/distributed.h"
 #include "trainers/task_batches.h"
 #include "trainers/training_loop.h"
 
@@ -42,5 +43,16 @@ std::vector<RecipeKey> cosine_loop_keys(const std::string& section, const Cosine
 // The loop those keys describe (SECTION.lr the peak of a warmup + cosine schedule); AdamW with betas (0.9, 0.999);
 // checkpoints in `out`, the recipe's text stored with them.
 LoopConfig cosine_loop(const Recipe& recipe, const std::string& out, bool resume, const std::string& section = "train");
+
+// The ranks of a training run: torchrun's environment (one rank without it), the device this rank trains on (`device`
+// from the recipe; under torchrun `auto` means cuda:LOCAL_RANK where there is CUDA) and its process group. Only the
+// main rank writes files; every rank computes the same held-out numbers.
+struct TrainerRanks {
+  at::Device device;
+  DataParallel parallel;
+  bool is_main() const { return parallel.is_main(); }
+  DataParallel* loop() { return parallel.world_size() > 1 ? &parallel : nullptr; }  // what run_training takes
+};
+TrainerRanks training_ranks(const Recipe& recipe);
 
 }  // namespace kvforge

@@ -392,5 +392,47 @@ TEST(Cli, TrainLizardBothStagesAndEvaluate) {
   EXPECT_FALSE(std::filesystem::exists(dir + "/bad/lizard.safetensors"));
 }
 
+// Two ranks over Gloo (as torchrun starts them: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) train the
+// same artifact as one process with the same micro-batches per step, for each trainer on the shared loop; only rank 0
+// writes.
+TEST(Cli, TrainersOnTwoRanksMatchOneProcess) {
+  const std::string dir = testing::make_temp_dir("train-ranks");
+  const std::string model = " model=" + fixture("../../models/tiny-base") +
+                            " data.min_tokens=96 data.max_tokens=128 eval.batches=1 threads=1";
+  const std::vector<std::pair<std::string, std::string>> trainers = {
+      {"lizard",
+       "recipes/lizard-tiny-cpu.yaml stage1.batch_size=1 stage2.batch_size=1 stage1.micro_batches=2"
+       " stage2.micro_batches=2 stage1.steps=3 stage2.steps=2"},
+      {"cskv",
+       "recipes/cskv-tiny-cpu.yaml train.batch_size=1 train.micro_batches=2 train.steps=3"
+       " calibration.batches=1"},
+      {"kvpred",
+       "recipes/kvpred-tiny-cpu.yaml train.batch_size=1 train.micro_batches=2 train.steps=3"
+       " calibration.batches=1"},
+  };
+  for (const auto& [method, arguments] : trainers) {
+    const std::string recipe = "train " + fixture("../../" + arguments) + model;
+    const std::string out = dir + "/" + method;
+    CommandRun single = run_kvforge(recipe + " out=" + out + "-one");
+    ASSERT_EQ(single.exit_code, 0) << single.output;
+    const int port = testing::free_port();
+    ASSERT_GT(port, 0);
+    auto rank = [&](int r) {
+      return "RANK=" + std::to_string(r) + " LOCAL_RANK=" + std::to_string(r) +
+             " WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " " + kvforge_binary() + " " +
+             recipe + " out=" + out + "-two > " + out + "-rank" + std::to_string(r) + ".log 2>&1";
+    };
+    CommandRun both = testing::run_command("(" + rank(1) + " & " + rank(0) + "; a=$?; wait $!; b=$?; exit $((a + b)))");
+    ASSERT_EQ(both.exit_code, 0) << method << both.output << read_text_file(out + "-rank0.log")
+                                 << read_text_file(out + "-rank1.log");
+    const Artifact one = read_artifact(out + "-one/" + method + ".safetensors");
+    const Artifact two = read_artifact(out + "-two/" + method + ".safetensors");
+    ASSERT_EQ(one.tensors.size(), two.tensors.size()) << method;
+    for (const auto& [name, tensor] : one.tensors)
+      EXPECT_TRUE(at::allclose(tensor, two.tensors.at(name), 1e-4, 1e-6)) << method << " " << name;
+    EXPECT_EQ(read_text_file(out + "-rank1.log").find("artifact:"), std::string::npos) << method;  // rank 1 is quiet
+  }
+}
+
 }  // namespace
 }  // namespace kvforge
