@@ -67,17 +67,6 @@ LoraConfig recipe_lora(const Recipe& recipe) {
   return lora;
 }
 
-// Each layer's q, k, v, o weights: what merged adapters fold into.
-std::vector<std::array<at::Tensor, 4>> attention_weights(const Transformer& model) {
-  std::vector<std::array<at::Tensor, 4>> weights;
-  for (const auto& layer : *model->model->layers) {
-    const Attention& attention = layer->as<DecoderLayer>()->self_attn;
-    weights.push_back(
-        {attention->q_proj->weight, attention->k_proj->weight, attention->v_proj->weight, attention->o_proj->weight});
-  }
-  return weights;
-}
-
 }  // namespace
 
 std::vector<RecipeKey> lizard_recipe_schema() {

@@ -72,7 +72,11 @@ CellRunner cell_runner(const Transformer& model, const PolicySpec* policy, int64
     return runner;
   }
   if (plan.linearization) {
-    runner.linearization = std::make_shared<Linearization>(plan.linearization->on(options));
+    // Adapters fold into the projections once here: generation then runs one matmul per projection, not three.
+    const Linearization& trained = *plan.linearization;
+    runner.linearization = std::make_shared<Linearization>(trained.config.lora.rank > 0 && !trained.config.lora.merged
+                                                               ? trained.merged(attention_weights(model)).on(options)
+                                                               : trained.on(options));
     const LinearizationConfig linearized = runner.linearization->config;
     runner.cache = [linearized, layers = config.num_layers](int64_t, int64_t) {
       return std::make_unique<LinearizedCache>(linearized, layers);

@@ -236,4 +236,14 @@ at::Tensor grouped_attention(const at::Tensor& q, const at::Tensor& k, const at:
   return at::matmul(probs, v.unsqueeze(2)).reshape({batch, heads, queries, head_dim});
 }
 
+std::vector<std::array<at::Tensor, 4>> attention_weights(const Transformer& model) {
+  std::vector<std::array<at::Tensor, 4>> weights;
+  for (const auto& layer : *model->model->layers) {
+    const Attention& attention = layer->as<DecoderLayer>()->self_attn;
+    weights.push_back(
+        {attention->q_proj->weight, attention->k_proj->weight, attention->v_proj->weight, attention->o_proj->weight});
+  }
+  return weights;
+}
+
 }  // namespace kvforge

@@ -6,6 +6,9 @@
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/pimpl.h>
 
+#include <array>
+#include <vector>
+
 #include "runtime/head_mixing.h"
 #include "runtime/kv_cache.h"
 #include "runtime/linearized_attention.h"
@@ -110,6 +113,9 @@ struct TransformerImpl : torch::nn::Module {
   at::Tensor inv_freq;      // buffer [head_dim / 2] float32
 };
 TORCH_MODULE(Transformer);
+
+// Each layer's q, k, v and o projection weights (what a linearization's adapters merge into).
+std::vector<std::array<at::Tensor, 4>> attention_weights(const Transformer& model);
 
 // Boolean attention mask [batch, 1 or kv_heads, queries, keys] from query positions [batch, queries] and
 // key positions [batch, keys] (or [batch, kv_heads, keys]): a key is visible iff it holds a token at or
