@@ -51,8 +51,8 @@ struct HybridInputs {
 
 // Causal gated linear attention with one scalar gate per head and token, inclusive (query s reads keys j <= s):
 // out_s = Σ_j exp(c_s - c_j) (q_s·k_j) v_j, c the cumulative log gate, in chunks of `chunk` tokens: within one, decays
-// exp(c_i - c_j) <= 1 from chunk-local cumulative sums; across them, a state carried chunk to chunk. What fla calls
-// simple GLA (chunk_simple_gla with scale 1). q, k: [batch, heads, tokens, features]; v: [batch, heads, tokens, dv];
+// exp(c_i - c_j) <= 1 from chunk-local cumulative sums; across them, the state each chunk starts from, all chunks'
+// at once by one matmul over chunks. What fla calls simple GLA (chunk_simple_gla with scale 1). q, k: [batch, heads, tokens, features]; v: [batch, heads, tokens, dv];
 // log_gates: [batch, heads, tokens] (<= 0). Returns [batch, heads, tokens, dv].
 at::Tensor gated_linear_attention(const at::Tensor& queries, const at::Tensor& keys, const at::Tensor& values,
                                   const at::Tensor& log_gates, int64_t chunk);
