@@ -434,5 +434,36 @@ TEST(Cli, TrainersOnTwoRanksMatchOneProcess) {
   }
 }
 
+// Two torchrun launchers as two nodes of one process each (static rendezvous on loopback, node 0 hosting the store):
+// the same Lizard artifact as one process with the same micro-batches.
+TEST(Cli, TrainOnTwoNodesLaunchedByTorchrun) {
+  const std::string python = fixture("../../.venv/bin/python");
+  if (!std::filesystem::exists(python)) GTEST_SKIP() << "no .venv with torch's launcher (scripts/setup.sh makes one)";
+  const std::string dir = testing::make_temp_dir("train-nodes");
+  const std::string recipe = "train " + fixture("../../recipes/lizard-tiny-cpu.yaml") +
+                             " model=" + fixture("../../models/tiny-base") +
+                             " data.min_tokens=96 data.max_tokens=128 eval.batches=1 threads=1 stage1.batch_size=1"
+                             " stage2.batch_size=1 stage1.micro_batches=2 stage2.micro_batches=2 stage1.steps=3"
+                             " stage2.steps=2";
+  CommandRun single = run_kvforge(recipe + " out=" + dir + "/one");
+  ASSERT_EQ(single.exit_code, 0) << single.output;
+  const int port = testing::free_port();
+  ASSERT_GT(port, 0);
+  auto node = [&](int rank) {
+    return python + " -m torch.distributed.run --nnodes 2 --nproc-per-node 1 --node-rank " + std::to_string(rank) +
+           " --master-addr 127.0.0.1 --master-port " + std::to_string(port) + " --no-python " + kvforge_binary() + " " +
+           recipe + " out=" + dir + "/two > " + dir + "/node" + std::to_string(rank) + ".log 2>&1";
+  };
+  CommandRun both = testing::run_command("(" + node(1) + " & " + node(0) + "; a=$?; wait $!; b=$?; exit $((a + b)))");
+  ASSERT_EQ(both.exit_code, 0) << both.output << read_text_file(dir + "/node0.log")
+                               << read_text_file(dir + "/node1.log");
+  const Artifact one = read_artifact(dir + "/one/lizard.safetensors");
+  const Artifact two = read_artifact(dir + "/two/lizard.safetensors");
+  for (const auto& [name, tensor] : one.tensors)
+    EXPECT_TRUE(at::allclose(tensor, two.tensors.at(name), 1e-4, 1e-6)) << name;
+  EXPECT_NE(read_text_file(dir + "/node0.log").find("artifact:"), std::string::npos);
+  EXPECT_EQ(read_text_file(dir + "/node1.log").find("artifact:"), std::string::npos);  // only global rank 0 writes
+}
+
 }  // namespace
 }  // namespace kvforge
