@@ -432,6 +432,18 @@ TEST(Cli, TrainersOnTwoRanksMatchOneProcess) {
       EXPECT_TRUE(at::allclose(tensor, two.tensors.at(name), 1e-4, 1e-6)) << method << " " << name;
     EXPECT_EQ(read_text_file(out + "-rank1.log").find("artifact:"), std::string::npos) << method;  // rank 1 is quiet
   }
+  // Resumed with another world size: one process continues the two ranks' Lizard run to more stage-2 steps and ends
+  // where one process running all of them ends (checkpoints do not depend on the ranks).
+  const std::string lizard = "train " + fixture("../../" + trainers[0].second) + model;
+  const std::string longer = " stage2.steps=4";
+  ASSERT_EQ(run_kvforge(lizard + longer + " out=" + dir + "/lizard-straight").exit_code, 0);
+  CommandRun resumed = run_kvforge(lizard + longer + " out=" + dir + "/lizard-two --resume");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("resumed from step 2"), std::string::npos) << resumed.output;
+  const Artifact straight = read_artifact(dir + "/lizard-straight/lizard.safetensors");
+  const Artifact continued = read_artifact(dir + "/lizard-two/lizard.safetensors");
+  for (const auto& [name, tensor] : straight.tensors)
+    EXPECT_TRUE(at::allclose(tensor, continued.tensors.at(name), 1e-4, 1e-6)) << name;
 }
 
 // Two torchrun launchers as two nodes of one process each (static rendezvous on loopback, node 0 hosting the store):
