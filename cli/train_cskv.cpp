@@ -122,10 +122,7 @@ void run_cskv_recipe(const Recipe& recipe, bool resume) {
   TrainerRanks ranks = training_ranks(recipe);
   const at::Device device = ranks.device;
   const bool main_rank = ranks.is_main();
-  const at::ScalarType dtype = parse_model_dtype(recipe.get_string("dtype"), device, "dtype");
-  if (recipe.get_int("threads") > 0) at::set_num_threads(static_cast<int>(recipe.get_int("threads")));
-  LoadedModel loaded = load_model(recipe.get_string("model"), device, dtype);
-  for (at::Tensor& parameter : loaded.model->parameters()) parameter.set_requires_grad(false);  // frozen base
+  LoadedModel loaded = load_frozen_model(recipe, device);
   const ModelConfig& config = loaded.config;
   std::tie(options.key_rank, options.value_rank) = recipe_ranks(recipe, config, options.bits, options.group);
   // Text: windows of the documents when files are named, else the task mixture; the seed picks the batches.

@@ -123,10 +123,7 @@ void run_kvpred_recipe(const Recipe& recipe, bool resume) {
   TrainerRanks ranks = training_ranks(recipe);
   const at::Device device = ranks.device;
   const bool main_rank = ranks.is_main();
-  const at::ScalarType dtype = parse_model_dtype(recipe.get_string("dtype"), device, "dtype");
-  if (recipe.get_int("threads") > 0) at::set_num_threads(static_cast<int>(recipe.get_int("threads")));
-  LoadedModel loaded = load_model(recipe.get_string("model"), device, dtype);
-  for (at::Tensor& parameter : loaded.model->parameters()) parameter.set_requires_grad(false);  // frozen base
+  LoadedModel loaded = load_frozen_model(recipe, device);
   const BatchSource batches = recipe_batches(recipe, loaded, data, recipe.get_int("train.batch_size"));
 
   const at::TensorOptions trainable = at::TensorOptions().device(device).dtype(at::kFloat);
@@ -199,7 +196,8 @@ void run_kvpred_recipe(const Recipe& recipe, bool resume) {
     values["heldout_predicted_ce"] = losses.predicted_ce;
     values["heldout_auxiliary_ce"] = losses.auxiliary_ce;
     values["heldout_base_ce"] = losses.base_ce;
-    write_artifact(path, kvpred::kv_prediction_artifact(predictor, recipe_text, values, attributes, dtype));
+    write_artifact(path, kvpred::kv_prediction_artifact(predictor, recipe_text, values, attributes,
+                                                        loaded.model->output_weight().scalar_type()));
   };
   export_to(out + "/kvpred-init.safetensors", 0, initial);
 

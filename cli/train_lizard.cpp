@@ -130,10 +130,7 @@ void run_lizard_recipe(const Recipe& recipe, bool resume) {
   TrainerRanks ranks = training_ranks(recipe);
   const at::Device device = ranks.device;
   const bool main_rank = ranks.is_main();
-  const at::ScalarType dtype = parse_model_dtype(recipe.get_string("dtype"), device, "dtype");
-  if (recipe.get_int("threads") > 0) at::set_num_threads(static_cast<int>(recipe.get_int("threads")));
-  LoadedModel loaded = load_model(recipe.get_string("model"), device, dtype);
-  for (at::Tensor& parameter : loaded.model->parameters()) parameter.set_requires_grad(false);  // frozen teacher
+  LoadedModel loaded = load_frozen_model(recipe, device);
   transfer_loop.bf16_autocast = tune_loop.bf16_autocast = device.is_cuda();
   if (main_rank) {
     std::filesystem::create_directories(out);

@@ -106,4 +106,12 @@ TrainerRanks training_ranks(const Recipe& recipe) {
   return TrainerRanks{chosen, DataParallel(env, chosen)};
 }
 
+LoadedModel load_frozen_model(const Recipe& recipe, const at::Device& device) {
+  const at::ScalarType dtype = parse_model_dtype(recipe.get_string("dtype"), device, "dtype");
+  if (recipe.get_int("threads") > 0) at::set_num_threads(static_cast<int>(recipe.get_int("threads")));
+  LoadedModel loaded = load_model(recipe.get_string("model"), device, dtype);
+  for (at::Tensor& parameter : loaded.model->parameters()) parameter.set_requires_grad(false);
+  return loaded;
+}
+
 }  // namespace kvforge

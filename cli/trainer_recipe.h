@@ -1,6 +1,6 @@
 #pragma once
-// The recipe keys the method trainers share: `data.*` (the synthetic task mixture, or document files cut into windows)
-// and the `train.*` settings of a cosine-schedule training loop.
+// What the method trainers share: the recipe keys `data.*` (the synthetic task mixture, or document files cut into
+// windows) and the settings of a cosine-schedule training loop, the ranks torchrun started, and the frozen model.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -54,5 +54,8 @@ struct TrainerRanks {
   DataParallel* loop() { return parallel.world_size() > 1 ? &parallel : nullptr; }  // what run_training takes
 };
 TrainerRanks training_ranks(const Recipe& recipe);
+
+// `model` on `device` in the recipe's `dtype`, with `threads` applied: the frozen model a method trains around.
+LoadedModel load_frozen_model(const Recipe& recipe, const at::Device& device);
 
 }  // namespace kvforge
