@@ -73,7 +73,8 @@ std::vector<RecipeKey> lizard_recipe_schema() {
   std::vector<RecipeKey> keys = {
       {"method", "lizard", "lizard"},
       {"model", "~", "Hugging Face model directory (config.json + safetensors + tokenizer.json)"},
-      {"out", "runs/lizard", "output folder: lizard.safetensors, losses.md, metrics.jsonl per stage"},
+      {"out", "runs/lizard",
+       "output folder: lizard.safetensors, recipe.yaml, stage1/ and stage2/ (metrics, checkpoints)"},
       {"device", "auto", "auto | cpu | cuda | cuda:N"},
       {"dtype", "auto", "auto | float32 | bfloat16"},
       {"threads", "0", "CPU threads (0 = LibTorch's default)"},
