@@ -97,16 +97,18 @@ std::vector<std::pair<std::string, at::Tensor>> Linearization::named_parameters(
   return all;
 }
 
+void Linearization::copy_shared_parameters(const Linearization& source) {
+  torch::NoGradGuard no_grad;
+  std::map<std::string, at::Tensor> by_name;
+  for (const auto& [name, parameter] : source.named_parameters()) by_name[name] = parameter;
+  for (const auto& [name, parameter] : named_parameters())
+    if (auto found = by_name.find(name); found != by_name.end()) parameter.copy_(found->second);
+}
+
 Linearization Linearization::on(const at::TensorOptions& options) const {
   Linearization copy(model, config, options);
-  torch::NoGradGuard no_grad;
-  const auto source = named_parameters();
-  const auto target = copy.named_parameters();
-  for (size_t i = 0; i < target.size(); ++i) {
-    at::Tensor parameter = target[i].second;
-    parameter.copy_(source[i].second);
-    parameter.set_requires_grad(false);
-  }
+  copy.copy_shared_parameters(*this);
+  for (const at::Tensor& parameter : copy.parameters()) parameter.set_requires_grad(false);
   return copy;
 }
 
@@ -118,11 +120,8 @@ Linearization Linearization::with_lora(const LoraConfig& lora, uint64_t seed) co
   adapted.lora.merged = false;
   const at::TensorOptions options = parameters().front().options();
   Linearization copy(model, adapted, options);
+  copy.copy_shared_parameters(*this);
   torch::NoGradGuard no_grad;
-  std::map<std::string, at::Tensor> source;
-  for (const auto& [name, parameter] : named_parameters()) source[name] = parameter;
-  for (const auto& [name, parameter] : copy.named_parameters())
-    if (auto found = source.find(name); found != source.end()) parameter.copy_(found->second);
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
   for (LinearizedLayer& layer : copy.layers)
     for (const at::Tensor& a : layer->lora_a)
@@ -139,11 +138,9 @@ Linearization Linearization::merged(const std::vector<std::array<at::Tensor, 4>>
   LinearizationConfig folded = config;
   folded.lora.merged = true;
   Linearization copy(model, folded, parameters().front().options());
+  copy.copy_shared_parameters(*this);  // all but the adapters, which become merged weights below
   torch::NoGradGuard no_grad;
   for (size_t l = 0; l < layers.size(); ++l) {
-    auto targets = copy.layers[l]->named_parameters();
-    for (const auto& item : layers[l]->named_parameters())
-      if (at::Tensor* target = targets.find(item.key())) target->copy_(item.value());
     for (int index = 0; index < 4; ++index) {
       if (!layers[l]->lora_a[index].defined()) continue;
       const at::Tensor& weight = base_weights[l][index];

@@ -104,6 +104,8 @@ struct Linearization {
   void add_transfer_loss(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& positions);
 
  private:
+  // Copies into this linearization every parameter whose name `source` also has (the rest keep their values).
+  void copy_shared_parameters(const Linearization& source);
   HybridInputs inputs(int64_t layer, const at::Tensor& x, const at::Tensor& queries, const at::Tensor& keys,
                       const at::Tensor& rotated_queries, const at::Tensor& rotated_keys,
                       const at::Tensor& values) const;
