@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "cli/device_choice.h"
+#include "cli/ranks.h"
 #include "cli/recipe.h"
 #include "eval/harness.h"
 #include "policies/heads.h"
@@ -97,7 +98,8 @@ void run_eval_command(const EvalArgs& args) {
   options.beyond_context = recipe.get_bool("beyond_context");
   if (options.perplexity_chunk < 1) fail_input("command line", "perplexity_chunk", "expected >= 1");
 
-  const at::Device device = parse_device(recipe.get_string("device"), "device");
+  Ranks ranks = recipe_ranks(recipe);  // under torchrun each rank runs its share of every cell's batches
+  const at::Device device = ranks.device;
   const at::ScalarType dtype = parse_model_dtype(recipe.get_string("dtype"), device, "dtype");
   LoadedModel loaded = load_model(recipe.get_string("model"), device, dtype);
   for (const std::string& entry : recipe.get_string_list("artifacts")) {
@@ -118,12 +120,18 @@ void run_eval_command(const EvalArgs& args) {
   eval::validate(options, loaded);
 
   const bool terminal = isatty(fileno(stderr)) != 0;
-  std::cerr << "eval " << loaded.dir << " on " << device.str() << ": " << options.tasks.size() << " task(s) × "
-            << options.lengths.size() << " length(s) × " << options.samples << " samples" << std::endl;
-  eval::EvalReport report =
-      eval::run_eval(loaded, options, [terminal](int64_t done, int64_t total, const eval::CellResult& cell) {
-        print_progress(done, total, cell, terminal);
-      });
+  const bool main_rank = ranks.is_main();
+  if (main_rank)
+    std::cerr << "eval " << loaded.dir << " on " << device.str() << " (" << ranks.parallel.world_size()
+              << " rank(s)): " << options.tasks.size() << " task(s) × " << options.lengths.size() << " length(s) × "
+              << options.samples << " samples" << std::endl;
+  eval::EvalReport report = eval::run_eval(
+      loaded, options,
+      [terminal, main_rank](int64_t done, int64_t total, const eval::CellResult& cell) {
+        if (main_rank) print_progress(done, total, cell, terminal);
+      },
+      ranks.group());
+  if (!main_rank) return;
   const std::string out = recipe.get_string("out");
   eval::WrittenReport written = eval::write_report(report, out);
   std::cout << eval::report_markdown(report) << "\nreport: " << out << "/report.md (also";

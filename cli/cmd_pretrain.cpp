@@ -1,14 +1,12 @@
 // kvforge pretrain: train a built-in base model (byte tokenizer, Llama architecture, GQA) on the
 // synthetic task mixture. torchrun --no-python --nproc-per-node N kvforge pretrain ... runs it data-parallel.
-#include <torch/cuda.h>
-
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
 
 #include "cli/commands.h"
-#include "cli/device_choice.h"
+#include "cli/ranks.h"
 #include "cli/recipe.h"
 #include "cli/trainer_recipe.h"
 #include "runtime/input_error.h"
@@ -55,6 +53,7 @@ std::vector<RecipeKey> pretrain_schema() {
       {"train.bf16", "auto", "auto (on for CUDA) | true | false"},
       {"train.log_every", "10", ""},
       {"train.checkpoint_every", "100", "0 = only at the end"},
+      {"train.time_phases", "false", kTimePhasesNote},
       {"train.keep_checkpoints", "2", ""},
       {"eval.tasks", "[passkey, arithmetic]", "accuracy measured after training"},
       {"eval.lengths", "[256]", ""},
@@ -73,10 +72,7 @@ void run_pretrain_command(const PretrainArgs& args) {
   Recipe recipe(pretrain_schema());
   recipe.apply_arguments(args.positional);
   const DistributedEnv env = read_distributed_env();
-  std::string device_name = recipe.get_string("device");
-  if (env.world_size > 1 && device_name == "auto" && torch::cuda::is_available())
-    device_name = "cuda:" + std::to_string(env.local_rank);
-  const at::Device device = parse_device(device_name, "device");
+  const at::Device device = rank_device(recipe.get_string("device"), env);
   if (recipe.get_int("threads") > 0) at::set_num_threads(static_cast<int>(recipe.get_int("threads")));
 
   PretrainConfig config;
@@ -112,6 +108,7 @@ void run_pretrain_command(const PretrainArgs& args) {
   loop.bf16_autocast = bf16 == "auto" ? device.is_cuda() : recipe.get_bool("train.bf16");
   loop.log_every = recipe.get_int("train.log_every");
   loop.checkpoint_every = recipe.get_int("train.checkpoint_every");
+  loop.time_phases = recipe.get_bool("train.time_phases");
   loop.keep_checkpoints = recipe.get_int("train.keep_checkpoints");
   loop.out_dir = recipe.get_string("out");
   loop.resume = args.resume;
@@ -125,7 +122,7 @@ void run_pretrain_command(const PretrainArgs& args) {
   config.eval.samples = recipe.get_int("eval.samples");
 
   validate(config);  // bad input gives one error line before anything is printed or written
-  DataParallel parallel(env, device);
+  DataParallel parallel(env, device, env.timeout);
   if (parallel.is_main()) {
     std::filesystem::create_directories(config.out_dir);
     std::ofstream(config.out_dir + "/recipe.yaml") << loop.recipe_text;

@@ -10,6 +10,7 @@
 
 #include "checkpoints/artifact.h"
 #include "cli/device_choice.h"
+#include "cli/ranks.h"
 #include "cli/trainer_recipe.h"
 #include "eval/report.h"
 #include "policies/cskv.h"
@@ -119,7 +120,7 @@ void run_cskv_recipe(const Recipe& recipe, bool resume) {
     fail_input("recipe", "train.key_loss", "expected mse or scores, got '" + key_loss + "'");
   const TaskMixture data = recipe_task_mixture(recipe);
 
-  TrainerRanks ranks = training_ranks(recipe);
+  Ranks ranks = recipe_ranks(recipe);
   const at::Device device = ranks.device;
   const bool main_rank = ranks.is_main();
   LoadedModel loaded = load_frozen_model(recipe, device);
@@ -166,7 +167,7 @@ void run_cskv_recipe(const Recipe& recipe, bool resume) {
 
   LoopConfig loop = cosine_loop(recipe, out, resume);
   const auto trained_from = std::chrono::steady_clock::now();
-  if (loop.steps > 0) run_training(objective, loop, ranks.loop());
+  if (loop.steps > 0) run_training(objective, loop, ranks.group());
   const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - trained_from).count();
   const at::Tensor errors = objective.relative_errors(eval_batches);
   if (!main_rank) return;

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "cli/device_choice.h"
+#include "cli/ranks.h"
 #include "cli/trainer_recipe.h"
 #include "eval/report.h"
 #include "runtime/file_system.h"
@@ -120,7 +121,7 @@ void run_kvpred_recipe(const Recipe& recipe, bool resume) {
   TaskMixture data = recipe_task_mixture(recipe);
   data.loss_on_prompt = recipe.get_bool("data.loss_on_prompt");
 
-  TrainerRanks ranks = training_ranks(recipe);
+  Ranks ranks = recipe_ranks(recipe);
   const at::Device device = ranks.device;
   const bool main_rank = ranks.is_main();
   LoadedModel loaded = load_frozen_model(recipe, device);
@@ -205,7 +206,7 @@ void run_kvpred_recipe(const Recipe& recipe, bool resume) {
   loop.optimizer.beta2 = 0.95;  // the reference's AdamW (0.9, 0.95)
   loop.bf16_autocast = device.is_cuda();
   const auto trained_from = std::chrono::steady_clock::now();
-  if (loop.steps > 0) run_training(objective, loop, ranks.loop());
+  if (loop.steps > 0) run_training(objective, loop, ranks.group());
   const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - trained_from).count();
   const kvpred::HeldOutLosses trained = objective.held_out(eval_batches);
   metrics["train_seconds"] = train_seconds;

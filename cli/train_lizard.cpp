@@ -9,6 +9,7 @@
 
 #include "checkpoints/artifact.h"
 #include "cli/device_choice.h"
+#include "cli/ranks.h"
 #include "cli/trainer_recipe.h"
 #include "policies/lizard.h"
 #include "runtime/file_system.h"
@@ -128,7 +129,7 @@ void run_lizard_recipe(const Recipe& recipe, bool resume) {
   TaskMixture data = recipe_task_mixture(recipe);
   data.loss_on_prompt = recipe.get_bool("data.loss_on_prompt");
 
-  TrainerRanks ranks = training_ranks(recipe);
+  Ranks ranks = recipe_ranks(recipe);
   const at::Device device = ranks.device;
   const bool main_rank = ranks.is_main();
   LoadedModel loaded = load_frozen_model(recipe, device);
@@ -151,7 +152,7 @@ void run_lizard_recipe(const Recipe& recipe, bool resume) {
   lizard::AttentionTransferObjective transfer(loaded.model, linearization, transfer_batches, data.seed);
   const double transfer_before = transfer.held_out(eval_batches);
   auto started = std::chrono::steady_clock::now();
-  if (transfer_loop.steps > 0) run_training(transfer, transfer_loop, ranks.loop());
+  if (transfer_loop.steps > 0) run_training(transfer, transfer_loop, ranks.group());
   const double transfer_seconds = seconds_since(started);
   const double transfer_after = transfer.held_out(eval_batches);
   const double lm_teacher = held_out_lm(nullptr, transfer_batches);
@@ -173,7 +174,7 @@ void run_lizard_recipe(const Recipe& recipe, bool resume) {
       for (const at::Tensor& parameter : tuned.parameters()) parameter.set_requires_grad(true);
     lizard::FineTuneObjective fine_tune(loaded.model, tuned, tune_batches, data.seed, train_linearization);
     started = std::chrono::steady_clock::now();
-    run_training(fine_tune, tune_loop, ranks.loop());
+    run_training(fine_tune, tune_loop, ranks.group());
     tune_seconds = seconds_since(started);
     lm_stage2 = held_out_lm(&tuned, transfer_batches);
   }

@@ -7,7 +7,8 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "cli/device_choice.h"
+#include "cli/ranks.h"
+#include "cli/trainer_recipe.h"
 #include "eval/harness.h"
 #include "eval/report.h"
 #include "runtime/file_system.h"
@@ -98,28 +99,33 @@ std::vector<RecipeKey> prefixkv_recipe_schema() {
 }
 
 void run_prefixkv_recipe(const Recipe& recipe, bool) {
-  const at::Device device = parse_device(recipe.get_string("device"), "device");
-  const at::ScalarType dtype = parse_model_dtype(recipe.get_string("dtype"), device, "dtype");
-  if (recipe.get_int("threads") > 0) at::set_num_threads(static_cast<int>(recipe.get_int("threads")));
   prefixkv::CalibrationOptions options;
   options.budgets = recipe.get_double_list("budgets");
   options.sink_tokens = recipe.get_int("sink_tokens");
   prefixkv::check_options(options);  // before the model loads or anything is written
-  LoadedModel loaded = load_model(recipe.get_string("model"), device, dtype);
+  Ranks ranks = recipe_ranks(recipe);
+  const at::Device device = ranks.device;
+  LoadedModel loaded = load_frozen_model(recipe, device);
   const std::vector<std::vector<int64_t>> prompts = calibration_prompts(recipe, loaded);
 
   const std::string out = recipe.get_string("out");
-  std::filesystem::create_directories(out);
   const std::string recipe_text = recipe.to_yaml();
-  write_text_atomically(out + "/recipe.yaml", recipe_text);
-  std::cerr << "prefixkv: calibrating " << loaded.dir << " on " << device.str() << " with " << prompts.size()
-            << " prompt(s) for budget(s)";
-  for (double budget : options.budgets) std::cerr << " " << budget;
-  std::cerr << std::endl;
+  const bool main_rank = ranks.is_main();
+  if (main_rank) {
+    std::filesystem::create_directories(out);
+    write_text_atomically(out + "/recipe.yaml", recipe_text);
+    std::cerr << "prefixkv: calibrating " << loaded.dir << " on " << device.str() << " with " << prompts.size()
+              << " prompt(s) for budget(s)";
+    for (double budget : options.budgets) std::cerr << " " << budget;
+    std::cerr << " on " << ranks.parallel.world_size() << " rank(s)" << std::endl;
+  }
   const prefixkv::Calibration calibration = prefixkv::calibrate(
-      loaded.model, prompts, options, [](size_t done, size_t total, const prefixkv::SampleResult& s) {
-        std::cerr << "  sample " << done << "/" << total << ": " << s.tokens << " tokens" << std::endl;
-      });
+      loaded.model, prompts, options,
+      [main_rank](size_t done, size_t total, const prefixkv::SampleResult& s) {
+        if (main_rank) std::cerr << "  sample " << done << "/" << total << ": " << s.tokens << " tokens" << std::endl;
+      },
+      ranks.group());
+  if (!main_rank) return;
 
   std::ostringstream samples;  // one line per sample, as the reference logs them before averaging
   for (const prefixkv::SampleResult& sample : calibration.samples)

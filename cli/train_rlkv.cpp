@@ -13,7 +13,8 @@
 #include <stdexcept>
 
 #include "checkpoints/artifact.h"
-#include "cli/device_choice.h"
+#include "cli/ranks.h"
+#include "cli/trainer_recipe.h"
 #include "eval/report.h"
 #include "policies/heads.h"
 #include "runtime/file_system.h"
@@ -83,12 +84,14 @@ std::vector<RecipeKey> rlkv_recipe_schema() {
       {"distill.batch_size", "4", "distill: sequences per step"},
       {"distill.l1", "0.05", "distill: weight on mean|α| (DuoAttention: 0.05)"},
       {"train.steps", "100", ""},
-      {"train.micro_batches", "1", "micro-batches per step (each with its own rollouts and penalty r̄, as the paper)"},
+      {"train.micro_batches", "1",
+       "micro-batches per step (each with its own rollouts and penalty r̄, as the paper); a multiple of the ranks"},
       {"train.lr", "1e-2", "AdamW on the gates (RLKV: 1e-2 constant; DuoAttention: 2e-2)"},
       {"train.weight_decay", "0.017", "RLKV's shipped value (the yaml default; it shrinks α further)"},
       {"train.max_grad_norm", "1.0", ""},
       {"train.log_every", "5", ""},
       {"train.checkpoint_every", "0", "0 = only at the end"},
+      {"train.time_phases", "false", kTimePhasesNote},
   };
 }
 
@@ -102,19 +105,17 @@ void run_rlkv_recipe(const Recipe& recipe, bool resume) {
   for (const char* key : {"gates.train_recent", "gates.deploy_recent", "rl.prompts", "rl.group_size",
                           "rl.max_new_tokens", "distill.batch_size", "train.steps", "train.micro_batches"})
     if (recipe.get_int(key) < 1) fail_input("recipe", key, "expected >= 1");
-  const at::Device device = parse_device(recipe.get_string("device"), "device");
-  const at::ScalarType dtype = parse_model_dtype(recipe.get_string("dtype"), device, "dtype");
-  if (recipe.get_int("threads") > 0) at::set_num_threads(static_cast<int>(recipe.get_int("threads")));
-  LoadedModel loaded = load_model(recipe.get_string("model"), device, dtype);
+  Ranks ranks = recipe_ranks(recipe);
+  const at::Device device = ranks.device;
+  LoadedModel loaded = load_frozen_model(recipe, device);
   if (!loaded.tokenizer) fail_input(loaded.dir, "tokenizer.json", "missing; rollouts need the model's tokenizer");
-  for (at::Tensor& parameter : loaded.model->parameters()) parameter.set_requires_grad(false);  // frozen base
 
   rlkv::HeadGates gates(loaded.config, recipe.get_int("gates.train_sink"), recipe.get_int("gates.train_recent"),
                         device);
   const auto seed = static_cast<uint64_t>(recipe.get_int("data.seed"));
   std::unique_ptr<TrainingObjective> objective;
-  rlkv::GrpoObjective* grpo = nullptr;
-  if (objective_name == "grpo") {
+  const bool grpo = objective_name == "grpo";
+  if (grpo) {
     rlkv::ProblemSource problems =
         recipe.has("data.file")
             ? rlkv::jsonl_problems(recipe.get_string("data.file"), recipe.get_string("data.answer_pattern"), seed)
@@ -136,10 +137,8 @@ void run_rlkv_recipe(const Recipe& recipe, bool resume) {
     } catch (const std::invalid_argument& error) {
       fail_input("recipe", "data.task", error.what());
     }
-    auto made = std::make_unique<rlkv::GrpoObjective>(loaded.model, *loaded.tokenizer, loaded.eos_token_ids, gates,
+    objective = std::make_unique<rlkv::GrpoObjective>(loaded.model, *loaded.tokenizer, loaded.eos_token_ids, gates,
                                                       std::move(problems), config);
-    grpo = made.get();
-    objective = std::move(made);
   } else {
     rlkv::DistillConfig config;
     config.data.tasks = recipe.get_string_list("distill.tasks");
@@ -170,18 +169,22 @@ void run_rlkv_recipe(const Recipe& recipe, bool resume) {
   loop.max_grad_norm = recipe.get_double("train.max_grad_norm");
   loop.log_every = recipe.get_int("train.log_every");
   loop.checkpoint_every = recipe.get_int("train.checkpoint_every");
+  loop.time_phases = recipe.get_bool("train.time_phases");
   loop.out_dir = recipe.get_string("out");
   loop.resume = resume;
   loop.recipe_text = recipe.to_yaml();
-  std::filesystem::create_directories(loop.out_dir);
-  write_text_atomically(loop.out_dir + "/recipe.yaml", loop.recipe_text);
-  std::cerr << "rlkv (" << objective_name << "): " << loaded.config.num_layers * loaded.config.num_kv_heads
-            << " KV-head gates of " << loaded.dir << " on " << device.str() << ", " << loop.steps << " steps"
-            << std::endl;
+  if (ranks.is_main()) {
+    std::filesystem::create_directories(loop.out_dir);
+    write_text_atomically(loop.out_dir + "/recipe.yaml", loop.recipe_text);
+    std::cerr << "rlkv (" << objective_name << "): " << loaded.config.num_layers * loaded.config.num_kv_heads
+              << " KV-head gates of " << loaded.dir << " on " << device.str() << ", " << loop.steps << " steps"
+              << std::endl;
+  }
   const auto started = std::chrono::steady_clock::now();
-  const std::vector<StepRecord> records = run_training(*objective, loop, nullptr);
+  const std::vector<StepRecord> records = run_training(*objective, loop, ranks.group());
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   loaded.model->set_head_mixing(nullptr);
+  if (!ranks.is_main()) return;
 
   Artifact artifact;
   artifact.method = objective_name == "grpo" ? kRlkvMethod : kDuoMethod;
@@ -198,18 +201,22 @@ void run_rlkv_recipe(const Recipe& recipe, bool resume) {
   std::vector<double> losses;
   for (const StepRecord& record : records) losses.push_back(record.loss);
   std::tie(artifact.metrics["loss_first"], artifact.metrics["loss_last"]) = curve_ends(losses);
-  if (grpo != nullptr) {
+  if (grpo) {
+    // From the step records, which hold every rank's micro-batches: the same whatever the number of ranks.
+    const auto rollouts = static_cast<double>(recipe.get_int("rl.prompts") * recipe.get_int("rl.group_size"));
+    const double local_micro_batches = static_cast<double>(loop.micro_batches) / ranks.parallel.world_size();
     std::vector<double> rewards;
     double rollout_tokens = 0, rollout_seconds = 0;
-    for (const rlkv::RolloutStats& stats : grpo->history()) {
-      rewards.push_back(stats.mean_reward);
-      rollout_tokens += stats.rollout_tokens_per_second * stats.rollout_seconds;
-      rollout_seconds += stats.rollout_seconds;
+    for (const StepRecord& record : records) {
+      rewards.push_back(record.metrics.at("reward"));
+      rollout_tokens += record.metrics.at("completion_tokens") * rollouts;
+      rollout_seconds += record.metrics.at("rollout_s");
     }
     std::tie(artifact.metrics["reward_first"], artifact.metrics["reward_last"]) = curve_ends(rewards);
     artifact.metrics["reward_max"] = rewards.empty() ? 0 : *std::max_element(rewards.begin(), rewards.end());
+    // Per rank: tokens one rank samples per second of rollout, and the seconds it spent sampling.
     artifact.metrics["rollout_tokens_per_s"] = rollout_tokens / std::max(rollout_seconds, 1e-9);
-    artifact.metrics["rollout_seconds"] = rollout_seconds;
+    artifact.metrics["rollout_seconds"] = rollout_seconds * local_micro_batches;
   }
   const std::string out = loop.out_dir;
   const std::string path = out + "/" + artifact.method + ".safetensors";

@@ -1,7 +1,5 @@
 #include "cli/trainer_recipe.h"
 
-#include <torch/cuda.h>
-
 #include <algorithm>
 #include <memory>
 
@@ -69,6 +67,7 @@ std::vector<RecipeKey> cosine_loop_keys(const std::string& section, const Cosine
       {s + "max_grad_norm", "1.0", ""},
       {s + "log_every", "20", ""},
       {s + "checkpoint_every", "0", "0 = only at the end"},
+      {s + "time_phases", "false", kTimePhasesNote},
   };
 }
 
@@ -91,19 +90,11 @@ LoopConfig cosine_loop(const Recipe& recipe, const std::string& out, bool resume
   loop.max_grad_norm = recipe.get_double(s + "max_grad_norm");
   loop.log_every = recipe.get_int(s + "log_every");
   loop.checkpoint_every = recipe.get_int(s + "checkpoint_every");
+  loop.time_phases = recipe.get_bool(s + "time_phases");
   loop.out_dir = out;
   loop.resume = resume;
   loop.recipe_text = recipe.to_yaml();
   return loop;
-}
-
-TrainerRanks training_ranks(const Recipe& recipe) {
-  const DistributedEnv env = read_distributed_env();
-  std::string device = recipe.get_string("device");
-  if (env.world_size > 1 && device == "auto" && torch::cuda::is_available())
-    device = "cuda:" + std::to_string(env.local_rank);
-  const at::Device chosen = parse_device(device, "device");
-  return TrainerRanks{chosen, DataParallel(env, chosen)};
 }
 
 LoadedModel load_frozen_model(const Recipe& recipe, const at::Device& device) {

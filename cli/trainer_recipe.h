@@ -1,13 +1,12 @@
 #pragma once
 // What the method trainers share: the recipe keys `data.*` (the synthetic task mixture, or document files cut into
-// windows) and the settings of a cosine-schedule training loop, the ranks torchrun started, and the frozen model.
+// windows), the settings of a cosine-schedule training loop and the frozen model.
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "cli/recipe.h"
 #include "runtime/model_loader.h"
-#include "trainers/distributed.h"
 #include "trainers/task_batches.h"
 #include "trainers/training_loop.h"
 
@@ -36,24 +35,17 @@ struct CosineLoopDefaults {
   std::string batch_size = "4";
 };
 
+// The note of every trainer's `time_phases` key.
+inline constexpr const char* kTimePhasesNote =
+    "log compute_s, wait_s, all_reduce_s, update_s per step (syncs the device: for scaling studies)";
+
 // SECTION.steps, .batch_size, .micro_batches, .lr, .warmup_steps, .min_lr_ratio, .weight_decay, .max_grad_norm,
-// .log_every, .checkpoint_every.
+// .log_every, .checkpoint_every, .time_phases.
 std::vector<RecipeKey> cosine_loop_keys(const std::string& section, const CosineLoopDefaults& defaults);
 
 // The loop those keys describe (SECTION.lr the peak of a warmup + cosine schedule); AdamW with betas (0.9, 0.999);
 // checkpoints in `out`, the recipe's text stored with them.
 LoopConfig cosine_loop(const Recipe& recipe, const std::string& out, bool resume, const std::string& section = "train");
-
-// The ranks of a training run: torchrun's environment (one rank without it), the device this rank trains on (`device`
-// from the recipe; under torchrun `auto` means cuda:LOCAL_RANK where there is CUDA) and its process group. Only the
-// main rank writes files; every rank computes the same held-out numbers.
-struct TrainerRanks {
-  at::Device device;
-  DataParallel parallel;
-  bool is_main() const { return parallel.is_main(); }
-  DataParallel* loop() { return parallel.world_size() > 1 ? &parallel : nullptr; }  // what run_training takes
-};
-TrainerRanks training_ranks(const Recipe& recipe);
 
 // `model` on `device` in the recipe's `dtype`, with `threads` applied: the frozen model a method trains around.
 LoadedModel load_frozen_model(const Recipe& recipe, const at::Device& device);

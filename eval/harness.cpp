@@ -8,11 +8,13 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <sstream>
 #include <utility>
 
 #include "runtime/generate.h"
 #include "runtime/input_error.h"
+#include "trainers/distributed.h"
 
 #ifdef KVFORGE_HAVE_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -54,7 +56,7 @@ class AttachedLinearization {
 };
 
 CellRunner cell_runner(const Transformer& model, const PolicySpec* policy, int64_t prompt_tokens) {
-  CellRunner runner{model, nullptr, nullptr};
+  CellRunner runner{model, nullptr, nullptr, nullptr};
   if (policy == nullptr) return runner;
   const ModelConfig config = model->config;
   const CachePlan plan = plan_cache(*policy, config, prompt_tokens);
@@ -138,6 +140,26 @@ double answer_nll(Transformer& model, const std::vector<int64_t>& prompt, const 
   // Row i predicts target[i]: the prompt's last logits, then the target's own but its last.
   at::Tensor logits = at::cat({first[0], rest[0].narrow(0, 0, target_tokens - 1)}, 0).to(at::kFloat);
   return at::cross_entropy_loss(logits, ids(target)[0], {}, at::Reduction::Sum).item<double>();
+}
+
+// The items of 0..total-1 this process runs: all of them alone, its shard under torchrun.
+std::vector<int64_t> owned(int64_t total, DataParallel* parallel) {
+  if (parallel != nullptr) return parallel->shard(total);
+  std::vector<int64_t> all(static_cast<size_t>(total));
+  std::iota(all.begin(), all.end(), 0);
+  return all;
+}
+
+// Each vector replaced by its element-wise sum over ranks, in one collective.
+void sum_over_ranks(const std::vector<std::vector<double>*>& parts, DataParallel& parallel) {
+  std::vector<double> packed;
+  for (const std::vector<double>* part : parts) packed.insert(packed.end(), part->begin(), part->end());
+  packed = parallel.all_reduce_sum(std::move(packed));
+  auto next = packed.begin();
+  for (std::vector<double>* part : parts) {
+    std::copy(next, next + static_cast<std::ptrdiff_t>(part->size()), part->begin());
+    next += static_cast<std::ptrdiff_t>(part->size());
+  }
 }
 
 }  // namespace
@@ -240,21 +262,24 @@ EncodedSamples encode_samples(const Tokenizer& tokenizer, std::vector<tasks::Sam
 
 CellResult evaluate_cell(Transformer& model, const Tokenizer& tokenizer, const std::vector<int64_t>& eos_token_ids,
                          const EncodedSamples& encoded, const PolicySpec* policy, int64_t batch_size,
-                         bool answer_perplexity) {
+                         bool answer_perplexity, DataParallel* parallel) {
   const std::vector<tasks::Sample>& samples = encoded.samples;
   const at::Device device = model->output_weight().device();
+  const auto count = static_cast<int64_t>(samples.size());
+  const int64_t batches = (count + batch_size - 1) / batch_size;
   CellResult cell;
   cell.policy = policy != nullptr ? policy->label : "full";
-  cell.samples = static_cast<int64_t>(samples.size());
-  double score_total = 0, ttft_total = 0, decode_seconds = 0, bytes_total = 0;
-  int64_t decode_tokens = 0, batches = 0;
-  std::map<double, std::pair<int64_t, double>> depths;  // bucket -> (samples, score sum)
+  cell.samples = count;
+  // Per sample and per batch, zero where another rank ran it: summed over ranks, one process's numbers.
+  std::vector<double> scores(count, 0.0), nll(count, 0.0);
+  std::vector<double> ttft(batches, 0.0), decode_seconds(batches, 0.0), decode_tokens(batches, 0.0),
+      bytes_per_sequence(batches, 0.0);
   reset_peak_memory(device);
-  for (size_t first = 0; first < samples.size(); first += static_cast<size_t>(batch_size)) {
-    const size_t last = std::min(samples.size(), first + static_cast<size_t>(batch_size));
+  for (const int64_t batch : owned(batches, parallel)) {
+    const int64_t first = batch * batch_size, last = std::min(count, first + batch_size);
     const std::vector<std::vector<int64_t>> prompts(encoded.prompts.begin() + first, encoded.prompts.begin() + last);
     int64_t longest_prompt = 0, longest_answer = 0;
-    for (size_t i = first; i < last; ++i) {
+    for (int64_t i = first; i < last; ++i) {
       longest_prompt = std::max<int64_t>(longest_prompt, encoded.prompts[i].size());
       longest_answer = std::max<int64_t>(longest_answer, encoded.targets[i].size());
     }
@@ -264,35 +289,42 @@ CellResult evaluate_cell(Transformer& model, const Tokenizer& tokenizer, const s
     CellRunner runner = cell_runner(model, policy, longest_prompt);
     AttachedLinearization attached(runner);
     GenerationResult result = generate(runner.model, prompts, generation, &tokenizer, runner.cache, runner.prefill);
-    for (size_t i = first; i < last; ++i) {
-      const double score = tasks::score(samples[i], tokenizer.decode(result.sequences[i - first].tokens, true));
-      score_total += score;
-      if (samples[i].depth >= 0) {
-        auto& bucket = depths[std::round(samples[i].depth * kDepthBuckets) / kDepthBuckets];
-        bucket.first += 1;
-        bucket.second += score;
-      }
-    }
-    ttft_total += result.prefill_seconds;
-    decode_seconds += result.decode_seconds;
-    decode_tokens += result.decode_tokens;
-    bytes_total += static_cast<double>(result.peak_cache_bytes) / static_cast<double>(last - first);
-    ++batches;
+    for (int64_t i = first; i < last; ++i)
+      scores[i] = tasks::score(samples[i], tokenizer.decode(result.sequences[i - first].tokens, true));
+    ttft[batch] = result.prefill_seconds;
+    decode_seconds[batch] = result.decode_seconds;
+    decode_tokens[batch] = static_cast<double>(result.decode_tokens);
+    bytes_per_sequence[batch] = static_cast<double>(result.peak_cache_bytes) / static_cast<double>(last - first);
   }
-  cell.accuracy = score_total / static_cast<double>(samples.size());
-  cell.kv_bytes = bytes_total / static_cast<double>(batches);
-  cell.ttft_ms = 1e3 * ttft_total / static_cast<double>(batches);
-  cell.decode_tokens_per_s = decode_seconds > 0 ? static_cast<double>(decode_tokens) / decode_seconds : 0;
+  if (answer_perplexity)
+    for (const int64_t batch : owned(batches, parallel))
+      for (int64_t i = batch * batch_size; i < std::min(count, (batch + 1) * batch_size); ++i)
+        nll[i] = answer_nll(model, encoded.prompts[i], encoded.targets[i], policy);
   cell.peak_device_bytes = peak_memory(device);
+  if (parallel != nullptr) {
+    sum_over_ranks({&scores, &nll, &ttft, &decode_seconds, &decode_tokens, &bytes_per_sequence}, *parallel);
+    cell.peak_device_bytes = static_cast<int64_t>(
+        parallel->all_reduce_max({static_cast<double>(cell.peak_device_bytes)})[0]);  // the largest rank's
+  }
+
+  std::map<double, std::pair<int64_t, double>> depths;  // bucket -> (samples, score sum)
+  for (int64_t i = 0; i < count; ++i) {
+    if (samples[i].depth < 0) continue;
+    auto& bucket = depths[std::round(samples[i].depth * kDepthBuckets) / kDepthBuckets];
+    bucket.first += 1;
+    bucket.second += scores[i];
+  }
   for (const auto& [depth, bucket] : depths)
     cell.by_depth.push_back({depth, bucket.first, bucket.second / static_cast<double>(bucket.first)});
+  auto total = [](const std::vector<double>& values) { return std::accumulate(values.begin(), values.end(), 0.0); };
+  cell.accuracy = total(scores) / static_cast<double>(count);
+  cell.kv_bytes = total(bytes_per_sequence) / static_cast<double>(batches);
+  cell.ttft_ms = 1e3 * total(ttft) / static_cast<double>(batches);
+  cell.decode_tokens_per_s = total(decode_seconds) > 0 ? total(decode_tokens) / total(decode_seconds) : 0;
   if (answer_perplexity) {
-    double nll = 0;
-    for (size_t i = 0; i < samples.size(); ++i) {
-      nll += answer_nll(model, encoded.prompts[i], encoded.targets[i], policy);
-      cell.answer_tokens += static_cast<int64_t>(encoded.targets[i].size());
-    }
-    cell.answer_perplexity = std::exp(nll / static_cast<double>(std::max<int64_t>(cell.answer_tokens, 1)));
+    for (const std::vector<int64_t>& target : encoded.targets)
+      cell.answer_tokens += static_cast<int64_t>(target.size());
+    cell.answer_perplexity = std::exp(total(nll) / static_cast<double>(std::max<int64_t>(cell.answer_tokens, 1)));
   }
   return cell;
 }
@@ -325,7 +357,8 @@ DocumentNll document_nll(Transformer& model, const std::vector<int64_t>& tokens,
   return result;
 }
 
-EvalReport run_eval(LoadedModel& model, const EvalOptions& options, const EvalProgress& progress) {
+EvalReport run_eval(LoadedModel& model, const EvalOptions& options, const EvalProgress& progress,
+                    DataParallel* parallel) {
   const auto start = std::chrono::steady_clock::now();
   const Tokenizer& tokenizer = tokenizer_of(model);
   EvalReport report;
@@ -336,6 +369,8 @@ EvalReport run_eval(LoadedModel& model, const EvalOptions& options, const EvalPr
   if (weight.is_cuda())
     report.device += std::string(" (") + at::cuda::getDeviceProperties(weight.device().index())->name + ")";
 #endif
+  if (parallel != nullptr && parallel->world_size() > 1)
+    report.device += " × " + std::to_string(parallel->world_size()) + " ranks";
   const at::ScalarType dtype = weight.scalar_type();
   report.dtype = dtype == at::kBFloat16 ? "bfloat16" : dtype == at::kHalf ? "float16" : "float32";
   report.seed = options.seed;
@@ -376,7 +411,7 @@ EvalReport run_eval(LoadedModel& model, const EvalOptions& options, const EvalPr
       double full_bytes = 0;
       for (const PolicySpec* policy : policies) {
         CellResult cell = evaluate_cell(model.model, tokenizer, model.eos_token_ids, samples, policy,
-                                        options.batch_size, options.answer_perplexity);
+                                        options.batch_size, options.answer_perplexity, parallel);
         cell.task = task;
         cell.length = length;
         if (policy == nullptr) full_bytes = cell.kv_bytes;
@@ -396,16 +431,20 @@ EvalReport run_eval(LoadedModel& model, const EvalOptions& options, const EvalPr
       PerplexityResult result;
       result.policy = policy != nullptr ? policy->label : "full";
       result.file = path;
-      double nll = 0, bytes = 0;
-      for (const std::string& document : documents) {
+      const auto count = static_cast<int64_t>(documents.size());
+      std::vector<double> nll(count, 0.0), predicted(count, 0.0), held(count, 0.0);  // per document
+      for (const int64_t d : owned(count, parallel)) {
         DocumentNll part =
-            document_nll(model.model, document_tokens(model, document), policy, options.perplexity_chunk);
-        nll += part.total_nll;
-        result.tokens += part.predicted;
-        bytes += static_cast<double>(part.peak_cache_bytes);
+            document_nll(model.model, document_tokens(model, documents[d]), policy, options.perplexity_chunk);
+        nll[d] = part.total_nll;
+        predicted[d] = static_cast<double>(part.predicted);
+        held[d] = static_cast<double>(part.peak_cache_bytes);
       }
-      result.documents = static_cast<int64_t>(documents.size());
-      result.perplexity = std::exp(nll / static_cast<double>(result.tokens));
+      if (parallel != nullptr) sum_over_ranks({&nll, &predicted, &held}, *parallel);
+      const double bytes = std::accumulate(held.begin(), held.end(), 0.0);
+      result.tokens = static_cast<int64_t>(std::accumulate(predicted.begin(), predicted.end(), 0.0));
+      result.documents = count;
+      result.perplexity = std::exp(std::accumulate(nll.begin(), nll.end(), 0.0) / static_cast<double>(result.tokens));
       if (policy == nullptr) full_bytes = bytes;
       result.kv_ratio = full_bytes > 0 ? bytes / full_bytes : 1.0;
       report.perplexity.push_back(result);

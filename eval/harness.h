@@ -11,6 +11,10 @@
 #include "policies/policy.h"
 #include "runtime/model_loader.h"
 
+namespace kvforge {
+class DataParallel;
+}
+
 namespace kvforge::eval {
 
 struct EvalOptions {
@@ -52,9 +56,11 @@ EncodedSamples encode_samples(const Tokenizer& tokenizer, std::vector<tasks::Sam
 // With `answer_perplexity`, also the teacher-forced perplexity of the ideal completions: each prompt is
 // prefilled through the policy's cache (so it compresses as it would), then the completion is read in one
 // forward and scored token by token, PrefixKV's perplexity protocol.
+// With `parallel`, batch b runs on rank b mod world size and every rank returns the whole cell: scores, KV bytes and
+// perplexities equal one process's; times are each batch's on its own rank, peak memory the largest rank's.
 CellResult evaluate_cell(Transformer& model, const Tokenizer& tokenizer, const std::vector<int64_t>& eos_token_ids,
                          const EncodedSamples& encoded, const PolicySpec* policy, int64_t batch_size,
-                         bool answer_perplexity = false);
+                         bool answer_perplexity = false, DataParallel* parallel = nullptr);
 
 // Mean negative log-likelihood per predicted token of `tokens`, fed through the policy's cache `chunk`
 // tokens at a time (the full policy in one chunk equals an ordinary forward pass).
@@ -69,6 +75,9 @@ DocumentNll document_nll(Transformer& model, const std::vector<int64_t>& tokens,
 // Progress: called after each finished cell with (done, total, the cell).
 using EvalProgress = std::function<void(int64_t done, int64_t total, const CellResult& cell)>;
 
-EvalReport run_eval(LoadedModel& model, const EvalOptions& options, const EvalProgress& progress = nullptr);
+// Under torchrun (`parallel`), each cell's batches and each perplexity file's documents are split over the ranks and
+// every rank returns the same report.
+EvalReport run_eval(LoadedModel& model, const EvalOptions& options, const EvalProgress& progress = nullptr,
+                    DataParallel* parallel = nullptr);
 
 }  // namespace kvforge::eval

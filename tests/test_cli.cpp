@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 
 #include "checkpoints/artifact.h"
 #include "runtime/json_file.h"
@@ -395,34 +396,45 @@ TEST(Cli, TrainLizardBothStagesAndEvaluate) {
 // Two ranks over Gloo (as torchrun starts them: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) train the
 // same artifact as one process with the same micro-batches per step, for each trainer on the shared loop; only rank 0
 // writes.
+// kvforge ARGUMENTS as ranks 0 and 1 of two on loopback, with the variables torchrun sets; each rank's output in
+// LOGS-rank<r>.log. The exit code is the sum of both ranks'.
+CommandRun run_two_ranks(const std::string& arguments, const std::string& logs) {
+  const int port = testing::free_port();
+  if (port <= 0) return {1, "no free port for the rendezvous"};
+  auto rank = [&](int r) {
+    return "RANK=" + std::to_string(r) + " LOCAL_RANK=" + std::to_string(r) +
+           " WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " timeout 600 " +
+           kvforge_binary() + " " + arguments + " > " + logs + "-rank" + std::to_string(r) + ".log 2>&1";
+  };
+  return testing::run_command("(" + rank(1) + " & " + rank(0) + "; a=$?; wait $!; b=$?; exit $((a + b)))");
+}
+
 TEST(Cli, TrainersOnTwoRanksMatchOneProcess) {
   const std::string dir = testing::make_temp_dir("train-ranks");
-  const std::string model = " model=" + fixture("../../models/tiny-base") +
-                            " data.min_tokens=96 data.max_tokens=128 eval.batches=1 threads=1";
+  const std::string model = " model=" + fixture("../../models/tiny-base") + " threads=1";
+  const std::string windows = " data.min_tokens=96 data.max_tokens=128 eval.batches=1";
   const std::vector<std::pair<std::string, std::string>> trainers = {
       {"lizard",
        "recipes/lizard-tiny-cpu.yaml stage1.batch_size=1 stage2.batch_size=1 stage1.micro_batches=2"
-       " stage2.micro_batches=2 stage1.steps=3 stage2.steps=2"},
+       " stage2.micro_batches=2 stage1.steps=3 stage2.steps=2" +
+           windows},
       {"cskv",
-       "recipes/cskv-tiny-cpu.yaml train.batch_size=1 train.micro_batches=2 train.steps=3"
-       " calibration.batches=1"},
+       "recipes/cskv-tiny-cpu.yaml train.batch_size=1 train.micro_batches=2 train.steps=3 calibration.batches=1" +
+           windows},
       {"kvpred",
-       "recipes/kvpred-tiny-cpu.yaml train.batch_size=1 train.micro_batches=2 train.steps=3"
-       " calibration.batches=1"},
+       "recipes/kvpred-tiny-cpu.yaml train.batch_size=1 train.micro_batches=2 train.steps=3 calibration.batches=1" +
+           windows},
+      // Each rank samples its own micro-batch's rollouts; the reward summary still covers both.
+      {"rlkv", "recipes/tiny-rlkv.yaml rl.prompts=2 rl.group_size=4 train.steps=3 train.micro_batches=2"},
+      // Three prompts over two ranks: an uneven split, gathered back in order.
+      {"prefixkv", "recipes/prefixkv-tiny-cpu.yaml calibration.samples=3 calibration.length=400"},
   };
   for (const auto& [method, arguments] : trainers) {
     const std::string recipe = "train " + fixture("../../" + arguments) + model;
     const std::string out = dir + "/" + method;
     CommandRun single = run_kvforge(recipe + " out=" + out + "-one");
     ASSERT_EQ(single.exit_code, 0) << single.output;
-    const int port = testing::free_port();
-    ASSERT_GT(port, 0);
-    auto rank = [&](int r) {
-      return "RANK=" + std::to_string(r) + " LOCAL_RANK=" + std::to_string(r) +
-             " WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " " + kvforge_binary() + " " +
-             recipe + " out=" + out + "-two > " + out + "-rank" + std::to_string(r) + ".log 2>&1";
-    };
-    CommandRun both = testing::run_command("(" + rank(1) + " & " + rank(0) + "; a=$?; wait $!; b=$?; exit $((a + b)))");
+    CommandRun both = run_two_ranks(recipe + " out=" + out + "-two", out);
     ASSERT_EQ(both.exit_code, 0) << method << both.output << read_text_file(out + "-rank0.log")
                                  << read_text_file(out + "-rank1.log");
     const Artifact one = read_artifact(out + "-one/" + method + ".safetensors");
@@ -430,6 +442,12 @@ TEST(Cli, TrainersOnTwoRanksMatchOneProcess) {
     ASSERT_EQ(one.tensors.size(), two.tensors.size()) << method;
     for (const auto& [name, tensor] : one.tensors)
       EXPECT_TRUE(at::allclose(tensor, two.tensors.at(name), 1e-4, 1e-6)) << method << " " << name;
+    if (method == "rlkv") {  // some rollouts right, some wrong: the gates see a policy gradient, not only decay
+      EXPECT_GT(one.metrics.at("reward_first"), 0.0);
+      EXPECT_LT(one.metrics.at("reward_first"), 1.0);
+    }
+    for (const char* metric : {"reward_first", "reward_last", "loss_first", "loss_last"})
+      if (one.metrics.count(metric) != 0) EXPECT_NEAR(one.metrics.at(metric), two.metrics.at(metric), 1e-6) << metric;
     EXPECT_EQ(read_text_file(out + "-rank1.log").find("artifact:"), std::string::npos) << method;  // rank 1 is quiet
   }
   // Resumed with another world size: one process continues the two ranks' Lizard run to more stage-2 steps and ends
@@ -442,6 +460,87 @@ TEST(Cli, TrainersOnTwoRanksMatchOneProcess) {
   EXPECT_NE(resumed.output.find("resumed from step 2"), std::string::npos) << resumed.output;
   const Artifact straight = read_artifact(dir + "/lizard-straight/lizard.safetensors");
   const Artifact continued = read_artifact(dir + "/lizard-two/lizard.safetensors");
+  for (const auto& [name, tensor] : straight.tensors)
+    EXPECT_TRUE(at::allclose(tensor, continued.tensors.at(name), 1e-4, 1e-6)) << name;
+}
+
+// kvforge eval on two ranks: each runs its share of every cell's batches (and of the perplexity documents), and rank
+// 0 writes one report whose accuracies, KV bytes and perplexities equal one process's.
+TEST(Cli, EvalOnTwoRanksGathersOneReport) {
+  const std::string dir = testing::make_temp_dir("eval-ranks");
+  {
+    std::ofstream documents(dir + "/documents.jsonl");
+    for (int d = 0; d < 3; ++d)
+      documents << "{\"text\": \"document " << d << ": the passkey is " << 1000 + 37 * d
+                << ". Remember it, and the numbers around it.\"}\n";
+  }
+  const std::string arguments = "eval --model " + fixture("../../models/tiny-base") +
+                                " --policy snapkv:budget=0.5 --tasks passkey,arithmetic --lengths 256 --samples 5"
+                                " --batch-size 2 --device cpu --perplexity " +
+                                dir + "/documents.jsonl --out ";
+  CommandRun single = run_kvforge(arguments + dir + "/one");
+  ASSERT_EQ(single.exit_code, 0) << single.output;
+  CommandRun both = run_two_ranks(arguments + dir + "/two", dir + "/eval");
+  ASSERT_EQ(both.exit_code, 0) << both.output << read_text_file(dir + "/eval-rank0.log")
+                               << read_text_file(dir + "/eval-rank1.log");
+  EXPECT_FALSE(std::filesystem::exists(dir + "/two-rank1"));
+  EXPECT_EQ(read_text_file(dir + "/eval-rank1.log").find("report:"), std::string::npos);  // rank 1 writes nothing
+  const nlohmann::json one = read_json_file(dir + "/one/report.json");
+  const nlohmann::json two = read_json_file(dir + "/two/report.json");
+  EXPECT_NE(two.at("device").get<std::string>().find("2 ranks"), std::string::npos) << two.at("device");
+  ASSERT_EQ(one.at("cells").size(), two.at("cells").size());
+  for (size_t c = 0; c < one.at("cells").size(); ++c) {
+    const nlohmann::json& a = one.at("cells")[c];
+    const nlohmann::json& b = two.at("cells")[c];
+    for (const char* field : {"policy", "task", "samples", "answer_tokens"})
+      EXPECT_EQ(a.at(field), b.at(field)) << field;
+    for (const char* field : {"accuracy", "kv_bytes", "kv_ratio", "answer_perplexity"})
+      EXPECT_DOUBLE_EQ(a.at(field).get<double>(), b.at(field).get<double>()) << field << " of cell " << c;
+    EXPECT_EQ(a.at("by_depth"), b.at("by_depth"));
+    EXPECT_GT(b.at("ttft_ms").get<double>(), 0.0);
+  }
+  ASSERT_EQ(one.at("perplexity").size(), 2u);  // full and snapkv
+  for (size_t p = 0; p < one.at("perplexity").size(); ++p) {
+    EXPECT_EQ(one.at("perplexity")[p].at("tokens"), two.at("perplexity")[p].at("tokens"));
+    EXPECT_DOUBLE_EQ(one.at("perplexity")[p].at("perplexity").get<double>(),
+                     two.at("perplexity")[p].at("perplexity").get<double>());
+  }
+}
+
+// A rank that dies mid-run stops its peer with a clear error within the collective timeout (no hang), and one process
+// resumes the run from the last checkpoint the two ranks wrote, ending where an uninterrupted one-process run ends.
+TEST(Cli, DeadRankStopsTheOtherAndOneProcessResumes) {
+  const std::string dir = testing::make_temp_dir("train-dead-rank");
+  const std::string recipe = "train " + fixture("../../recipes/cskv-tiny-cpu.yaml") +
+                             " model=" + fixture("../../models/tiny-base") +
+                             " threads=1 data.min_tokens=96 data.max_tokens=128 eval.batches=1 train.batch_size=1"
+                             " train.micro_batches=2 train.steps=60 train.checkpoint_every=1 calibration.batches=1";
+  const int port = testing::free_port();
+  ASSERT_GT(port, 0);
+  auto rank = [&](int r) {
+    return "KVFORGE_DIST_TIMEOUT_S=20 RANK=" + std::to_string(r) + " LOCAL_RANK=" + std::to_string(r) +
+           " WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " " + kvforge_binary() + " " +
+           recipe + " out=" + dir + "/run > " + dir + "/rank" + std::to_string(r) + ".log 2>&1";
+  };
+  // Rank 1 is killed once the pair has written its second checkpoint; rank 0's exit code and wait are reported.
+  CommandRun killed = testing::run_command(
+      rank(1) + " & dead=$!; " + rank(0) + " & survivor=$!; for i in $(seq 1200); do [ -d " + dir +
+      "/run/checkpoints/step-00000002 ] && break; sleep 0.05; done; kill -9 $dead; start=$(date +%s); wait $survivor; "
+      "code=$?; echo \"survivor exit $code after $(( $(date +%s) - start )) s\"");
+  const std::string survivor_log = read_text_file(dir + "/rank0.log");
+  int code = -1, seconds = -1;
+  ASSERT_EQ(std::sscanf(killed.output.c_str(), "survivor exit %d after %d s", &code, &seconds), 2) << killed.output;
+  EXPECT_NE(code, 0) << survivor_log;
+  EXPECT_LE(seconds, 20 + 10) << "rank 0 waited past the collective timeout: " << survivor_log;
+  EXPECT_NE(survivor_log.find("failed on rank 0 of 2"), std::string::npos) << survivor_log;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/run/cskv.safetensors"));  // no artifact from a broken run
+
+  CommandRun resumed = run_kvforge(recipe + " out=" + dir + "/run --resume");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("resumed from step"), std::string::npos) << resumed.output;
+  ASSERT_EQ(run_kvforge(recipe + " out=" + dir + "/straight").exit_code, 0);
+  const Artifact straight = read_artifact(dir + "/straight/cskv.safetensors");
+  const Artifact continued = read_artifact(dir + "/run/cskv.safetensors");
   for (const auto& [name, tensor] : straight.tensors)
     EXPECT_TRUE(at::allclose(tensor, continued.tensors.at(name), 1e-4, 1e-6)) << name;
 }

@@ -54,7 +54,8 @@ const char* const kDistributedVariables[] = {"RANK",
                                              "MASTER_ADDR",
                                              "MASTER_PORT",
                                              "TORCHELASTIC_USE_AGENT_STORE",
-                                             "TORCHELASTIC_RESTART_COUNT"};
+                                             "TORCHELASTIC_RESTART_COUNT",
+                                             "KVFORGE_DIST_TIMEOUT_S"};
 
 // ---------------------------------------------------------------------------------------------
 // Worker side: runs inside a child process, as one rank.
@@ -169,6 +170,11 @@ void run_cooperate_worker() {
   const double loss = 1000.25 * (rank + 1);
   EXPECT_EQ(parallel.all_reduce_sum(loss), 1000.25 + 2000.5);
   EXPECT_EQ(parallel.all_reduce_mean(loss), (1000.25 + 2000.5) / 2);
+  // Many numbers in one collective: element-wise sums and maxima.
+  const std::vector<double> numbers{0.5 * (rank + 1), -3.0 * rank, 1e300 * (1 - rank), rank == 0 ? 7.0 : -7.0};
+  EXPECT_EQ(parallel.all_reduce_sum(numbers), (std::vector<double>{1.5, -3.0, 1e300, 0.0}));
+  EXPECT_EQ(parallel.all_reduce_max(numbers), (std::vector<double>{1.0, 0.0, 1e300, 7.0}));
+  EXPECT_TRUE(parallel.all_reduce_sum(std::vector<double>{}).empty());
 
   // shard: strided, and over both ranks every item exactly once (counted with all-reduces).
   for (int64_t total : {11, 1, 0, 8}) {
@@ -487,6 +493,9 @@ TEST(DistributedEnv, ReadsWhatTorchrunSets) {
   EXPECT_EQ(env.master_port, 29500);
   EXPECT_TRUE(env.agent_store);
   EXPECT_EQ(env.restart_count, 2);
+  EXPECT_EQ(env.timeout, std::chrono::seconds(300));  // unless KVFORGE_DIST_TIMEOUT_S says otherwise
+  environment.set(with(kTorchrunRank1, "KVFORGE_DIST_TIMEOUT_S", "45"));
+  EXPECT_EQ(read_distributed_env().timeout, std::chrono::seconds(45));
 
   environment.set(with(kTorchrunRank1, "TORCHELASTIC_USE_AGENT_STORE", "False"));
   EXPECT_FALSE(read_distributed_env().agent_store);
@@ -518,6 +527,8 @@ TEST(DistributedEnv, RejectsPartialOrMalformedVariables) {
   EXPECT_INPUT_ERROR(read_distributed_env(), "environment: MASTER_PORT:", "integer");
   environment.set(with(kTorchrunRank1, "TORCHELASTIC_USE_AGENT_STORE", "maybe"));
   EXPECT_INPUT_ERROR(read_distributed_env(), "environment: TORCHELASTIC_USE_AGENT_STORE:", "True or False");
+  environment.set(with(kTorchrunRank1, "KVFORGE_DIST_TIMEOUT_S", "0"));
+  EXPECT_INPUT_ERROR(read_distributed_env(), "environment: KVFORGE_DIST_TIMEOUT_S:", "at least 1");
   environment.set({{"MASTER_PORT", "29500"}});
   EXPECT_INPUT_ERROR(read_distributed_env(), "environment: WORLD_SIZE: not set");
 }
@@ -542,6 +553,7 @@ TEST(DistributedOneProcess, EveryCallIsANoOp) {
 
   EXPECT_EQ(parallel.all_reduce_sum(2.5), 2.5);
   EXPECT_EQ(parallel.all_reduce_mean(2.5), 2.5);
+  EXPECT_EQ(parallel.all_reduce_max(std::vector<double>{-1.0, 4.0}), (std::vector<double>{-1.0, 4.0}));
   parallel.barrier();
   EXPECT_EQ(parallel.shard(4), (std::vector<int64_t>{0, 1, 2, 3}));
   EXPECT_TRUE(parallel.shard(0).empty());

@@ -1,20 +1,23 @@
 // The shared training loop: schedule, exact resume after a crash, the NaN guard, the Hugging Face
 // writer, and the pretrain debug flavour learning.
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
+#include <torch/serialize.h>
+#include <torch/utils.h>
 
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <torch/utils.h>
 
 #include "checkpoints/training_checkpoint.h"
 #include "runtime/hf_writer.h"
 #include "runtime/json_file.h"
 #include "runtime/model_init.h"
 #include "runtime/model_loader.h"
-#include "trainers/pretrain/pretrain.h"
 #include "tests/test_util.h"
+#include "trainers/fused_adamw.h"
+#include "trainers/pretrain/pretrain.h"
 
 namespace kvforge {
 namespace {
@@ -29,6 +32,62 @@ TEST(LrSchedule, WarmupThenCosineToTheFloor) {
   for (int64_t step = 11; step < 110; ++step) EXPECT_LT(schedule.at(step), schedule.at(step - 1));
   LrSchedule constant{"constant", 2e-3, 0, 0.1, 50};
   EXPECT_DOUBLE_EQ(constant.at(37), 2e-3);
+}
+
+// The fused update equals LibTorch's AdamW loop step for step (weight decay, a parameter without a gradient on some
+// steps, a learning-rate change), and its state saves and loads into AdamW's format.
+void expect_fused_adamw_matches_adamw(const at::Device& device) {
+  at::Generator generator = at::detail::createCPUGenerator(5);
+  const std::vector<std::vector<int64_t>> shapes = {{17, 9}, {33}, {4, 5, 6}};
+  std::vector<at::Tensor> fused, reference, starts;
+  for (const auto& shape : shapes) {
+    const at::Tensor start = at::randn(shape, generator, at::kFloat).to(device);
+    starts.push_back(start);
+    fused.push_back(start.clone().set_requires_grad(true));
+    reference.push_back(start.clone().set_requires_grad(true));
+  }
+  const auto options = torch::optim::AdamWOptions(3e-2).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.1);
+  FusedAdamW fused_optimizer(fused, options);
+  torch::optim::AdamW reference_optimizer(reference, options);
+  for (int step = 0; step < 6; ++step) {
+    if (step == 3)
+      for (auto* optimizer : std::vector<torch::optim::Optimizer*>{&fused_optimizer, &reference_optimizer})
+        for (auto& group : optimizer->param_groups()) group.options().set_lr(1e-2);
+    fused_optimizer.zero_grad();
+    reference_optimizer.zero_grad();
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      if (i == 1 && step % 2 == 1) continue;  // no gradient this step: neither optimizer touches it
+      const at::Tensor grad = at::randn(shapes[i], generator, at::kFloat).to(device);
+      fused[i].mutable_grad() = grad.clone();
+      reference[i].mutable_grad() = grad.clone();
+    }
+    fused_optimizer.step();
+    reference_optimizer.step();
+    for (size_t i = 0; i < shapes.size(); ++i)
+      EXPECT_TRUE(at::allclose(fused[i], reference[i], 1e-5, 1e-6))
+          << "tensor " << i << " after step " << step << " on " << device << ": max difference "
+          << (fused[i] - reference[i]).abs().max().item<double>();
+  }
+  EXPECT_GT((fused[0] - starts[0]).abs().max().item<double>(), 1e-2);  // six steps of 1-3e-2 moved it
+  std::ostringstream saved;
+  torch::serialize::OutputArchive archive;
+  fused_optimizer.save(archive);
+  archive.save_to(saved);
+  std::istringstream stream(saved.str());
+  torch::serialize::InputArchive input;
+  input.load_from(stream);
+  torch::optim::AdamW reloaded(reference, options);
+  reloaded.load(input);
+  const auto& state =
+      static_cast<const torch::optim::AdamWParamState&>(*reloaded.state().at(reference[1].unsafeGetTensorImpl()));
+  EXPECT_EQ(state.step(), 3);  // stepped on 3 of the 6 steps
+}
+
+TEST(FusedAdamW, MatchesLibTorchsAdamWOnTheCpu) { expect_fused_adamw_matches_adamw(at::kCPU); }
+
+TEST(FusedAdamW, MatchesLibTorchsAdamWOnCuda) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  expect_fused_adamw_matches_adamw(at::Device(at::kCUDA, 0));
 }
 
 PretrainConfig debug_config(const std::string& out_dir, int64_t steps) {
@@ -156,7 +215,8 @@ std::string debug_pretrain_command(const std::string& out_dir) {
          " model.hidden_size=32 model.intermediate_size=64 model.num_layers=2 model.num_heads=2"
          " model.num_kv_heads=1 data.max_tokens=270 train.steps=40 train.lr=1e-2 train.warmup_steps=2"
          " train.batch_size=2 train.micro_batches=2 train.checkpoint_every=0 eval.lengths=[256] eval.samples=2"
-         " threads=1 device=cpu out=" + out_dir;
+         " threads=1 device=cpu out=" +
+         out_dir;
 }
 
 std::vector<double> logged_losses(const std::string& out_dir) {
@@ -188,10 +248,11 @@ TEST(Pretrain, TwoGlooRanksMatchOneProcess) {
   ASSERT_GT(port, 0);
   const std::string env = "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " WORLD_SIZE=2 ";
   const std::string command = debug_pretrain_command(pair) + " train.steps=8";
-  testing::CommandResult two = testing::run_command(
-      "(" + env + "RANK=0 LOCAL_RANK=0 timeout 300 " + command + " > " + pair + "/rank0.log 2>&1 & " + env +
-      "RANK=1 LOCAL_RANK=1 timeout 300 " + command + " > " + pair + "/rank1.log 2>&1; r1=$?; wait $!; r0=$?; "
-      "exit $((r0 + r1)))");
+  testing::CommandResult two =
+      testing::run_command("(" + env + "RANK=0 LOCAL_RANK=0 timeout 300 " + command + " > " + pair +
+                           "/rank0.log 2>&1 & " + env + "RANK=1 LOCAL_RANK=1 timeout 300 " + command + " > " + pair +
+                           "/rank1.log 2>&1; r1=$?; wait $!; r0=$?; "
+                           "exit $((r0 + r1)))");
   ASSERT_EQ(two.exit_code, 0) << read_text_file(pair + "/rank0.log") << read_text_file(pair + "/rank1.log");
   EXPECT_NE(read_text_file(pair + "/rank0.log").find("2 rank(s)"), std::string::npos);
   const std::vector<double> expected = logged_losses(single), got = logged_losses(pair);

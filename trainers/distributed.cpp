@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <charconv>
 #include <climits>
 #include <cstdlib>
@@ -153,6 +154,8 @@ DistributedEnv read_distributed_env() {
     env.agent_store = parse_flag("TORCHELASTIC_USE_AGENT_STORE", *agent);
   if (std::optional<std::string> restarts = env_value("TORCHELASTIC_RESTART_COUNT"))
     env.restart_count = parse_int("TORCHELASTIC_RESTART_COUNT", *restarts, 0, INT_MAX);
+  if (std::optional<std::string> timeout = env_value("KVFORGE_DIST_TIMEOUT_S"))
+    env.timeout = std::chrono::seconds(parse_int("KVFORGE_DIST_TIMEOUT_S", *timeout, 1, INT_MAX));
   return env;
 }
 
@@ -342,17 +345,32 @@ void DataParallel::average_gradients(const std::vector<at::Tensor>& parameters, 
       [world_size](at::Tensor& flat) { flat.div_(world_size); });
 }
 
-double DataParallel::all_reduce_sum(double value) {
-  if (!group_) return value;
+std::vector<double> DataParallel::all_reduce(std::vector<double> values, bool maximum) {
+  if (!group_ || values.empty()) return values;
   ::c10d::AllreduceOptions options;
-  options.reduceOp = ::c10d::ReduceOp::SUM;
+  options.reduceOp = maximum ? ::c10d::ReduceOp::MAX : ::c10d::ReduceOp::SUM;
   options.timeout = timeout_;
-  std::vector<at::Tensor> buffer{at::full({1}, value, at::TensorOptions().dtype(at::kDouble).device(device_))};
+  const auto count = static_cast<int64_t>(values.size());
+  std::vector<at::Tensor> buffer{at::from_blob(values.data(), {count}, at::kDouble)
+                                     .to(device_, /*non_blocking=*/false,
+                                         /*copy=*/true)};
   c10::intrusive_ptr<::c10d::Work> work =
       group_->guarded("scalar all-reduce", [&] { return group_->backend->allreduce(buffer, options); });
   group_->wait(work, "scalar all-reduce");
-  return buffer[0].item<double>();
+  const at::Tensor reduced = buffer[0].to(at::kCPU).contiguous();
+  std::copy(reduced.data_ptr<double>(), reduced.data_ptr<double>() + count, values.begin());
+  return values;
 }
+
+std::vector<double> DataParallel::all_reduce_sum(std::vector<double> values) {
+  return all_reduce(std::move(values), /*maximum=*/false);
+}
+
+std::vector<double> DataParallel::all_reduce_max(std::vector<double> values) {
+  return all_reduce(std::move(values), /*maximum=*/true);
+}
+
+double DataParallel::all_reduce_sum(double value) { return all_reduce_sum(std::vector<double>{value})[0]; }
 
 double DataParallel::all_reduce_mean(double value) { return all_reduce_sum(value) / world_size_; }
 

@@ -25,11 +25,13 @@ struct DistributedEnv {
   bool agent_store = false;
   // TORCHELASTIC_RESTART_COUNT: keys of an earlier attempt in the agent's store are not reused.
   int restart_count = 0;
+  // KVFORGE_DIST_TIMEOUT_S: how long a collective waits for a dead or stuck peer before it fails.
+  std::chrono::seconds timeout{300};
 };
 
 // Reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, TORCHELASTIC_USE_AGENT_STORE and
-// TORCHELASTIC_RESTART_COUNT as torchrun sets them. None of the first five set → world size 1.
-// Partial or malformed values throw InputError("environment: <VARIABLE>: <problem>").
+// TORCHELASTIC_RESTART_COUNT as torchrun sets them, and KVFORGE_DIST_TIMEOUT_S (seconds) when set. None of the first
+// five set → world size 1. Partial or malformed values throw InputError("environment: <VARIABLE>: <problem>").
 DistributedEnv read_distributed_env();
 
 class DataParallel {
@@ -66,6 +68,10 @@ class DataParallel {
   // Scalars over ranks, for logging losses and counting tokens.
   double all_reduce_sum(double value);
   double all_reduce_mean(double value);
+  // Element-wise sums or maxima over ranks, every rank passing as many values: one collective for many numbers
+  // (a step's logged metrics, an evaluation's totals).
+  std::vector<double> all_reduce_sum(std::vector<double> values);
+  std::vector<double> all_reduce_max(std::vector<double> values);
 
   void barrier();
 
@@ -75,6 +81,8 @@ class DataParallel {
 
  private:
   struct Group;  // the c10d store and backend; null at world size 1
+
+  std::vector<double> all_reduce(std::vector<double> values, bool maximum);
 
   int rank_ = 0;
   int world_size_ = 1;

@@ -1,17 +1,20 @@
 #include "trainers/training_loop.h"
 
 #include <ATen/autocast_mode.h>
+#include <torch/cuda.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/sgd.h>
+#include <torch/utils.h>
+
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <memory>
-#include <torch/nn/utils/clip_grad.h>
-#include <torch/optim/adamw.h>
-#include <torch/optim/sgd.h>
-#include <torch/utils.h>
 
 #include "checkpoints/training_checkpoint.h"
 #include "runtime/input_error.h"
 #include "trainers/distributed.h"
+#include "trainers/fused_adamw.h"
 #include "trainers/run_log.h"
 
 namespace kvforge {
@@ -20,11 +23,10 @@ namespace {
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimizerConfig& config, double lr,
                                                         const std::vector<at::Tensor>& parameters) {
   if (config.name == "adamw") {
-    return std::make_unique<torch::optim::AdamW>(
-        parameters, torch::optim::AdamWOptions(lr)
-                        .betas({config.beta1, config.beta2})
-                        .eps(config.eps)
-                        .weight_decay(config.weight_decay));
+    return std::make_unique<FusedAdamW>(parameters, torch::optim::AdamWOptions(lr)
+                                                        .betas({config.beta1, config.beta2})
+                                                        .eps(config.eps)
+                                                        .weight_decay(config.weight_decay));
   }
   if (config.name == "sgd") {
     return std::make_unique<torch::optim::SGD>(
@@ -58,6 +60,23 @@ class AutocastScope {
   bool previous_ = false;
 };
 
+// Seconds per phase of one step when enabled; the device is synchronised at each lap so queued kernels count in
+// the phase that launched them.
+struct PhaseClock {
+  PhaseClock(bool enabled, const at::Device& device) : enabled(enabled), device(device) { lap(""); }
+  void lap(const std::string& phase) {
+    if (!enabled) return;
+    if (device.is_cuda()) torch::cuda::synchronize(device.index());
+    const auto now = std::chrono::steady_clock::now();
+    if (!phase.empty()) seconds[phase] = std::chrono::duration<double>(now - last).count();
+    last = now;
+  }
+  bool enabled;
+  at::Device device;
+  std::chrono::steady_clock::time_point last;
+  std::map<std::string, double> seconds;
+};
+
 }  // namespace
 
 std::vector<StepRecord> run_training(TrainingObjective& objective, const LoopConfig& config, DataParallel* parallel) {
@@ -82,8 +101,8 @@ std::vector<StepRecord> run_training(TrainingObjective& objective, const LoopCon
     }
   }
   if (main_rank && !config.out_dir.empty()) std::filesystem::create_directories(config.out_dir);
-  RunLog log(config.out_dir.empty() ? "" : config.out_dir + "/metrics.jsonl", config.steps, config.log_every,
-             main_rank, /*append=*/start > 0);
+  RunLog log(config.out_dir.empty() ? "" : config.out_dir + "/metrics.jsonl", config.steps, config.log_every, main_rank,
+             /*append=*/start > 0);
   if (start > 0) log.note("resumed from step " + std::to_string(start));
 
   const int64_t local_micro_batches = config.micro_batches / world;
@@ -92,6 +111,7 @@ std::vector<StepRecord> run_training(TrainingObjective& objective, const LoopCon
     const double lr = config.schedule.at(step);
     set_learning_rate(*optimizer, lr);
     optimizer->zero_grad();
+    PhaseClock phases(config.time_phases, parameters.empty() ? at::Device(at::kCPU) : parameters[0].device());
     double loss_sum = 0.0;
     int64_t tokens = 0;
     std::map<std::string, double> metric_sums;
@@ -109,12 +129,24 @@ std::vector<StepRecord> run_training(TrainingObjective& objective, const LoopCon
       tokens += result.tokens;
       for (const auto& [key, value] : result.metrics) metric_sums[key] += value;
     }
-    if (parallel != nullptr) parallel->average_gradients(parameters);
-    double loss = loss_sum, token_total = static_cast<double>(tokens);
+    phases.lap("compute_s");
     if (parallel != nullptr) {
-      loss = parallel->all_reduce_sum(loss);
-      token_total = parallel->all_reduce_sum(token_total);
-      for (auto& [key, value] : metric_sums) value = parallel->all_reduce_sum(value);
+      if (config.time_phases) {
+        parallel->barrier();
+        phases.lap("wait_s");
+      }
+      parallel->average_gradients(parameters);
+      phases.lap("all_reduce_s");
+    }
+    double loss = loss_sum, token_total = static_cast<double>(tokens);
+    if (parallel != nullptr) {  // one collective for every logged number
+      std::vector<double> sums{loss, token_total};
+      for (const auto& [key, value] : metric_sums) sums.push_back(value);
+      sums = parallel->all_reduce_sum(std::move(sums));
+      loss = sums[0];
+      token_total = sums[1];
+      size_t next = 2;
+      for (auto& [key, value] : metric_sums) value = sums[next++];
     }
     loss /= static_cast<double>(config.micro_batches);
     const double grad_norm = config.max_grad_norm > 0
@@ -124,16 +156,20 @@ std::vector<StepRecord> run_training(TrainingObjective& objective, const LoopCon
       const auto latest = latest_checkpoint(config.out_dir);
       log.finish();
       throw TrainingDiverged("step " + std::to_string(step + 1) + ": loss " + std::to_string(loss) +
-                             ", gradient norm " + std::to_string(grad_norm) + " is not finite; stopped before the update" +
+                             ", gradient norm " + std::to_string(grad_norm) +
+                             " is not finite; stopped before the update" +
                              (latest ? "; last good checkpoint: " + *latest : "; no checkpoint was written yet"));
     }
     optimizer->step();
     objective.after_step(step);
+    phases.lap("update_s");
 
+    for (auto& [key, value] : metric_sums) value /= static_cast<double>(config.micro_batches);
     std::map<std::string, double> values = {{"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm}};
-    for (const auto& [key, value] : metric_sums) values[key] = value / static_cast<double>(config.micro_batches);
+    values.insert(metric_sums.begin(), metric_sums.end());
+    values.insert(phases.seconds.begin(), phases.seconds.end());
     log.step(step, values, static_cast<int64_t>(token_total));
-    records.push_back({step, loss, lr, grad_norm, static_cast<int64_t>(token_total)});
+    records.push_back({step, loss, lr, grad_norm, static_cast<int64_t>(token_total), metric_sums});
 
     const bool last = step + 1 == config.steps;
     const bool periodic = config.checkpoint_every > 0 && (step + 1) % config.checkpoint_every == 0;

@@ -9,6 +9,7 @@
 // update. Data comes from the objective as a pure function of (step, micro-batch index): the data
 // cursor is the step, and a resumed run sees exactly the batches the uninterrupted run would.
 #include <ATen/ATen.h>
+
 #include <functional>
 #include <map>
 #include <string>
@@ -49,12 +50,16 @@ struct OptimizerConfig {
 
 struct LoopConfig {
   int64_t steps = 100;
-  int64_t micro_batches = 1;  // per step, across all ranks
+  int64_t micro_batches = 1;   // per step, across all ranks
   double max_grad_norm = 1.0;  // <= 0 disables clipping
   LrSchedule schedule;
   OptimizerConfig optimizer;
   bool bf16_autocast = false;  // CUDA only
   int64_t log_every = 10;
+  // Synchronise the device around each phase of a step and log its seconds: compute_s (the micro-batches' forward
+  // and backward), wait_s (a barrier: the time this rank waits for the slowest), all_reduce_s (the gradient
+  // all-reduce alone) and update_s (clipping and the optimizer). For scaling studies: the syncs cost a little.
+  bool time_phases = false;
   int64_t checkpoint_every = 0;  // 0 = only at the end
   int64_t keep_checkpoints = 2;
   std::string out_dir;
@@ -70,6 +75,7 @@ struct StepRecord {
   double lr = 0.0;
   double grad_norm = 0.0;
   int64_t tokens = 0;
+  std::map<std::string, double> metrics;  // the objective's metrics, averaged over the step's micro-batches (all ranks)
 };
 
 // Thrown when the loss or gradient norm stops being finite; the last checkpoint is left as it was.

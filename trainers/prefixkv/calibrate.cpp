@@ -2,8 +2,10 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <numeric>
 #include <sstream>
 #include <tuple>
 #include <utility>
@@ -12,6 +14,7 @@
 #include "runtime/attention_importance.h"
 #include "runtime/generate.h"
 #include "runtime/input_error.h"
+#include "trainers/distributed.h"
 #include "trainers/prefixkv/budget_search.h"
 
 namespace kvforge::prefixkv {
@@ -53,6 +56,35 @@ std::pair<double, double> mean_and_spread(const std::vector<double>& values) {
   return {mean, std::sqrt(square / static_cast<double>(values.size()))};
 }
 
+// Every rank's samples on every rank: each writes the rows it computed into a zeroed table of all samples and the
+// ranks sum the tables (adding zeros is exact, so the result is bit-identical to one process's).
+void gather_samples(std::vector<SampleResult>& samples, const std::vector<int64_t>& mine,
+                    const CalibrationOptions& options, int64_t layers, DataParallel& parallel) {
+  const auto budgets = static_cast<int64_t>(options.budgets.size());
+  const int64_t width = 1 + budgets * (1 + layers);  // tokens, then per budget its threshold and retained fractions
+  std::vector<double> table(samples.size() * width, 0.0);
+  for (int64_t index : mine) {
+    double* row = table.data() + index * width;
+    const SampleResult& sample = samples[index];
+    row[0] = static_cast<double>(sample.tokens);
+    for (int64_t k = 0; k < budgets; ++k) {
+      row[1 + k * (1 + layers)] = sample.thresholds[k];
+      std::copy(sample.retained[k].begin(), sample.retained[k].end(), row + 2 + k * (1 + layers));
+    }
+  }
+  table = parallel.all_reduce_sum(std::move(table));
+  for (size_t index = 0; index < samples.size(); ++index) {
+    const double* row = table.data() + index * width;
+    SampleResult sample;
+    sample.tokens = static_cast<int64_t>(row[0]);
+    for (int64_t k = 0; k < budgets; ++k) {
+      sample.thresholds.push_back(row[1 + k * (1 + layers)]);
+      sample.retained.emplace_back(row + 2 + k * (1 + layers), row + 2 + k * (1 + layers) + layers);
+    }
+    samples[index] = std::move(sample);
+  }
+}
+
 }  // namespace
 
 std::vector<std::vector<double>> layer_importance(Transformer& model, const std::vector<int64_t>& tokens) {
@@ -80,22 +112,29 @@ void check_options(const CalibrationOptions& options) {
 }
 
 Calibration calibrate(Transformer& model, const std::vector<std::vector<int64_t>>& prompts,
-                      const CalibrationOptions& options, const CalibrationProgress& progress) {
+                      const CalibrationOptions& options, const CalibrationProgress& progress, DataParallel* parallel) {
   const auto start = std::chrono::steady_clock::now();
   check_options(options);
   if (prompts.empty()) fail_input("recipe", "calibration", "no calibration prompts");
   const int64_t protected_tokens = options.sink_tokens + 1;  // the sinks and the last token
   const int64_t layers = model->config.num_layers;
-  Calibration calibration;
-  calibration.budgets = options.budgets;
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    const auto tokens = static_cast<int64_t>(prompts[i].size());
-    if (tokens <= protected_tokens)
+  for (size_t i = 0; i < prompts.size(); ++i)
+    if (static_cast<int64_t>(prompts[i].size()) <= protected_tokens)
       fail_input("calibration prompt " + std::to_string(i), "tokens",
                  "expected more than " + std::to_string(protected_tokens) + " (sinks + last token), got " +
-                     std::to_string(tokens));
-    const std::vector<std::vector<double>> importance = layer_importance(model, prompts[i]);
-    SampleResult sample;
+                     std::to_string(prompts[i].size()));
+  Calibration calibration;
+  calibration.budgets = options.budgets;
+  calibration.samples.resize(prompts.size());
+  const auto total = static_cast<int64_t>(prompts.size());
+  std::vector<int64_t> mine(prompts.size());
+  std::iota(mine.begin(), mine.end(), 0);
+  if (parallel != nullptr) mine = parallel->shard(total);
+  for (size_t done = 0; done < mine.size(); ++done) {
+    const std::vector<int64_t>& prompt = prompts[mine[done]];
+    const auto tokens = static_cast<int64_t>(prompt.size());
+    const std::vector<std::vector<double>> importance = layer_importance(model, prompt);
+    SampleResult& sample = calibration.samples[mine[done]];
     sample.tokens = tokens;
     for (double budget : options.budgets) {
       const Allocation allocation = allocate_evictions(importance, 1 - budget, protected_tokens);
@@ -105,9 +144,10 @@ Calibration calibrate(Transformer& model, const std::vector<std::vector<int64_t>
         retained.push_back(1 - static_cast<double>(evicted) / static_cast<double>(tokens));
       sample.retained.push_back(retained);
     }
-    calibration.samples.push_back(sample);
-    if (progress) progress(i + 1, prompts.size(), calibration.samples.back());
+    if (progress) progress(done + 1, mine.size(), sample);
   }
+  if (parallel != nullptr && parallel->world_size() > 1)
+    gather_samples(calibration.samples, mine, options, layers, *parallel);
   // The per-sample allocations are averaged per layer (the reference does this offline, outside its code).
   for (size_t k = 0; k < options.budgets.size(); ++k) {
     std::vector<double> mean(layers), spread(layers);

@@ -9,6 +9,10 @@
 #include "checkpoints/artifact.h"
 #include "runtime/transformer.h"
 
+namespace kvforge {
+class DataParallel;
+}
+
 namespace kvforge::prefixkv {
 
 // Token importance of one prompt, per layer: attention each token receives, summed over every prompt query and
@@ -40,9 +44,12 @@ using CalibrationProgress = std::function<void(size_t done, size_t total, const 
 // InputError (naming the recipe field) for no budgets, a budget outside (0, 1] or negative sinks.
 void check_options(const CalibrationOptions& options);
 
-// InputError for bad options or a prompt too short to evict anything from.
+// InputError for bad options or a prompt too short to evict anything from. With `parallel`, each rank prefills its
+// shard of the prompts and every rank returns the same calibration, equal to one process's. `progress` counts the
+// calling rank's prompts.
 Calibration calibrate(Transformer& model, const std::vector<std::vector<int64_t>>& prompts,
-                      const CalibrationOptions& options, const CalibrationProgress& progress = nullptr);
+                      const CalibrationOptions& options, const CalibrationProgress& progress = nullptr,
+                      DataParallel* parallel = nullptr);
 
 // The artifact: tensors "budgets" [K], "retained_fraction" [K, layers], "retained_spread" [K, layers] (float64);
 // metrics: calibration samples, mean prompt tokens, seconds, sink tokens.

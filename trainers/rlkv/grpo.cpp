@@ -10,6 +10,18 @@
 #include "trainers/task_batches.h"
 
 namespace kvforge::rlkv {
+namespace {
+
+// One micro-batch's rollouts, logged with its loss (the artifact's reward summary reads them from the step records).
+struct RolloutStats {
+  double mean_reward = 0;
+  double penalty_scale = 0;
+  double completion_tokens = 0;  // mean per rollout
+  double rollout_seconds = 0;
+  double rollout_tokens_per_second = 0;
+};
+
+}  // namespace
 
 std::vector<double> grpo_advantages(const std::vector<double>& rewards, int64_t group_size, bool batch) {
   const auto count = static_cast<int64_t>(rewards.size());
@@ -106,7 +118,6 @@ MicroBatchLoss GrpoObjective::micro_batch_loss(int64_t step, int64_t micro_batch
   at::Tensor policy_loss = -(surrogate * scored).sum() / tokens;
   stats.penalty_scale = penalty_scale(stats.mean_reward, config_.beta, config_.tau);
   at::Tensor loss = policy_loss + stats.penalty_scale * gates_.values.abs().mean();
-  history_.push_back(stats);
 
   MicroBatchLoss result;
   result.loss = loss;

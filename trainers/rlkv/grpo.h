@@ -24,15 +24,6 @@ struct GrpoConfig {
   uint64_t seed = 0;
 };
 
-// One micro-batch's rollouts, for logs and the artifact's reward summary.
-struct RolloutStats {
-  double mean_reward = 0;
-  double penalty_scale = 0;
-  double completion_tokens = 0;  // mean per rollout
-  double rollout_seconds = 0;
-  double rollout_tokens_per_second = 0;
-};
-
 // Group-normalised advantages: (r − mean) / std within each consecutive group of `group_size` rewards (or over
 // all when `batch`); 0 where the std is 0 (every rollout equally right or wrong carries no signal).
 std::vector<double> grpo_advantages(const std::vector<double>& rewards, int64_t group_size, bool batch);
@@ -47,8 +38,6 @@ class GrpoObjective : public TrainingObjective {
   MicroBatchLoss micro_batch_loss(int64_t step, int64_t micro_batch) override;
   void after_step(int64_t) override { gates_.clamp(); }
 
-  const std::vector<RolloutStats>& history() const { return history_; }
-
  private:
   Transformer model_;
   const Tokenizer& tokenizer_;
@@ -56,7 +45,6 @@ class GrpoObjective : public TrainingObjective {
   HeadGates& gates_;
   ProblemSource problems_;
   GrpoConfig config_;
-  std::vector<RolloutStats> history_;
 };
 
 }  // namespace kvforge::rlkv
