@@ -14,6 +14,7 @@
 #include "cli/cuda_timing.h"
 #include "kernels/bindings.h"
 #include "runtime/input_error.h"
+#include "runtime/quantized_kv_cache.h"
 #include "runtime/rope.h"
 #include "runtime/transformer.h"
 
@@ -32,9 +33,10 @@ struct BenchArgs {
   int64_t kv_heads = 8;
   int64_t head_dim = 128;
   int64_t iterations = 50;
-  std::vector<int64_t> splits{0};   // 0 = the kernel's own choice
-  std::vector<int64_t> ranks{256};  // CSKV latent ranks (K = V) for the low-rank rows; empty = none
-  int64_t exact_window = 32;        // CSKV's exact recent tokens beside the latents
+  std::vector<int64_t> splits{0};        // 0 = the kernel's own choice
+  std::vector<int64_t> ranks{256};       // CSKV latent ranks (K = V) for the low-rank rows; empty = none
+  int64_t exact_window = 32;             // CSKV's exact recent tokens beside the latents
+  std::vector<int64_t> kivi_bits{4, 2};  // KIVI rows; empty = none
 };
 
 #ifdef KVFORGE_HAVE_CUDA
@@ -104,6 +106,66 @@ void run_low_rank_rows(const BenchArgs& args) {
   }
 }
 
+// KIVI's layout (codes with group scales, 32 newest tokens in bf16) on the same shapes: the quantized kernel against
+// the full-cache kernel on bf16 K/V of the same length and against the runtime's path without it, which dequantizes
+// the whole cache into memory each step and then attends it.
+void run_quantized_rows(const BenchArgs& args) {
+  const auto bf16 = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+  constexpr int64_t kGroup = 32, kResidual = 32;
+  std::printf("\nKIVI (keys per channel, values per token, group %lld, %lld newest tokens in bf16)\n",
+              static_cast<long long>(kGroup), static_cast<long long>(kResidual));
+  std::printf("%6s %8s %4s %9s | %10s %10s %12s | %8s %12s\n", "batch", "tokens", "bits", "KV MiB", "kernel us",
+              "full us", "dequant us", "full/ours", "dequant/ours");
+  for (int64_t batch : args.batches) {
+    for (int64_t length : args.lengths) {
+      for (int64_t bits : args.kivi_bits) {
+        torch::NoGradGuard no_grad;
+        const int64_t quantized = std::max<int64_t>(0, length - kResidual) / kGroup * kGroup;
+        at::Tensor q = at::randn({batch, args.heads, 1, args.head_dim}, bf16);
+        at::Tensor k = at::randn({batch, args.kv_heads, length, args.head_dim}, bf16);
+        at::Tensor v = at::randn({batch, args.kv_heads, length, args.head_dim}, bf16);
+        at::Tensor positions = at::arange(length, bf16.dtype(at::kLong)).unsqueeze(0).repeat({batch, 1});
+        kernels::QuantizedDecodeInputs in;
+        in.bits = bits;
+        in.group = kGroup;
+        const QuantizedBlock keys = quantize_keys_per_channel(
+            k.narrow(2, 0, quantized).reshape({batch, args.kv_heads, quantized / kGroup, kGroup, args.head_dim}), bits);
+        const QuantizedBlock values = quantize_values_per_token(v.narrow(2, 0, quantized), bits, kGroup);
+        in.key_codes = keys.codes, in.key_scale = keys.scale, in.key_minimum = keys.minimum;
+        in.value_codes = values.codes, in.value_scale = values.scale, in.value_minimum = values.minimum;
+        in.recent_keys = k.narrow(2, quantized, length - quantized).contiguous();
+        in.recent_values = v.narrow(2, quantized, length - quantized).contiguous();
+        in.positions = positions;
+        if (!kernels::quantized_decode_supported(in, args.heads)) {
+          std::printf("%6lld %8lld %4lld  (unsupported shape)\n", static_cast<long long>(batch),
+                      static_cast<long long>(length), static_cast<long long>(bits));
+          continue;
+        }
+        const double scale = 1.0 / std::sqrt(static_cast<double>(args.head_dim));
+        at::Tensor out = at::empty_like(q);
+        const double ours_ms =
+            median_ms([&] { kernels::quantized_decode_attention(q, in, scale, out); }, args.iterations);
+        const double full_ms =
+            median_ms([&] { kernels::decode_attention(q, k, v, positions, scale, {}, out); }, args.iterations);
+        auto dequantized = [&] {
+          at::Tensor all_keys =
+              at::cat({dequantize_keys_per_channel(keys, bits, at::kBFloat16).flatten(2, 3), in.recent_keys}, 2);
+          at::Tensor all_values =
+              at::cat({dequantize_values_per_token(values, bits, kGroup, at::kBFloat16), in.recent_values}, 2);
+          kernels::decode_attention(q, all_keys, all_values, positions, scale, {}, out);
+        };
+        const double dequant_ms = median_ms(dequantized, args.iterations);
+        const double held = static_cast<double>(
+            keys.codes.nbytes() + keys.scale.nbytes() + keys.minimum.nbytes() + values.codes.nbytes() +
+            values.scale.nbytes() + values.minimum.nbytes() + in.recent_keys.nbytes() + in.recent_values.nbytes());
+        std::printf("%6lld %8lld %4lld %9.1f | %10.1f %10.1f %12.1f | %7.2fx %11.2fx\n", static_cast<long long>(batch),
+                    static_cast<long long>(length), static_cast<long long>(bits), held / 1048576.0, ours_ms * 1e3,
+                    full_ms * 1e3, dequant_ms * 1e3, full_ms / ours_ms, dequant_ms / ours_ms);
+      }
+    }
+  }
+}
+
 void run_decode_bench(const BenchArgs& args) {
   if (!torch::cuda::is_available()) fail_input("command line", "bench decode", "needs a CUDA device");
   const auto props = at::cuda::getCurrentDeviceProperties();
@@ -150,6 +212,7 @@ void run_decode_bench(const BenchArgs& args) {
     }
   }
   if (!args.ranks.empty() && args.ranks.front() > 0) run_low_rank_rows(args);
+  if (!args.kivi_bits.empty() && args.kivi_bits.front() > 0) run_quantized_rows(args);
 }
 #else
 void run_decode_bench(const BenchArgs&) { fail_input("command line", "bench decode", "this build has no CUDA"); }
@@ -173,6 +236,8 @@ void add_bench_command(CLI::App& app) {
   decode->add_option("--low-rank", args->ranks, "CSKV latent ranks (K = V) for the low-rank rows; 0 = none")
       ->delimiter(',');
   decode->add_option("--exact-window", args->exact_window, "CSKV: exact recent tokens beside the latents");
+  decode->add_option("--kivi-bits", args->kivi_bits, "KIVI code widths (2, 4) for the quantized rows; 0 = none")
+      ->delimiter(',');
   decode->callback([args] { run_decode_bench(*args); });
   add_gla_bench(*bench);
 }

@@ -11,6 +11,7 @@
 #include "kernels/decode_attention.h"
 #include "kernels/hybrid_decode_step.h"
 #include "kernels/low_rank_decode_attention.h"
+#include "kernels/quantized_decode_attention.h"
 #include "kernels/rms_norm.h"
 
 #ifdef KVFORGE_HAVE_CUDA
@@ -178,6 +179,122 @@ LowRankDecodeShape low_rank_shape(const at::Tensor& q, const LowRankDecodeInputs
 }
 
 }  // namespace
+
+bool quantized_decode_supported(const QuantizedDecodeInputs& in, int64_t query_heads) {
+#ifdef KVFORGE_HAVE_CUDA
+  if (at::GradMode::is_enabled() && in.recent_keys.requires_grad()) return false;
+  if (!in.recent_keys.defined() || !in.recent_values.defined() || !in.positions.defined()) return false;
+  const at::Tensor& keys = in.recent_keys;
+  if (keys.dim() != 4 || !keys.is_cuda() || keys.scalar_type() != at::kBFloat16) return false;
+  const int64_t batch = keys.size(0), kv_heads = keys.size(1), head_dim = keys.size(3);
+  const int64_t quantized = in.quantized_tokens();
+  if ((in.bits != 2 && in.bits != 4) || in.group < 8 || (in.group & (in.group - 1)) != 0 || head_dim % in.group != 0 ||
+      quantized % in.group != 0 || query_heads % kv_heads != 0 ||
+      !decode_attention_supported(head_dim, query_heads / kv_heads))
+    return false;
+  auto fits = [&](const at::Tensor& t, at::ScalarType dtype, std::vector<int64_t> sizes) {
+    return t.defined() && t.device() == keys.device() && t.scalar_type() == dtype && t.is_contiguous() &&
+           t.sizes().vec() == sizes && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+  };
+  const int64_t recent = keys.size(2), packed = head_dim * in.bits / 8;
+  bool ok = fits(in.recent_keys, at::kBFloat16, {batch, kv_heads, recent, head_dim}) &&
+            fits(in.recent_values, at::kBFloat16, {batch, kv_heads, recent, head_dim}) &&
+            fits(in.positions, at::kLong, {batch, quantized + recent});
+  if (quantized > 0) {
+    const int64_t groups = quantized / in.group;
+    ok = ok && fits(in.key_codes, at::kByte, {batch, kv_heads, groups, in.group, packed}) &&
+         fits(in.key_scale, at::kHalf, {batch, kv_heads, groups, 1, head_dim}) &&
+         fits(in.key_minimum, at::kHalf, {batch, kv_heads, groups, 1, head_dim}) &&
+         fits(in.value_codes, at::kByte, {batch, kv_heads, quantized, packed}) &&
+         fits(in.value_scale, at::kHalf, {batch, kv_heads, quantized, head_dim / in.group}) &&
+         fits(in.value_minimum, at::kHalf, {batch, kv_heads, quantized, head_dim / in.group});
+  }
+  return ok;
+#else
+  (void)in, (void)query_heads;
+  return false;
+#endif
+}
+
+at::Tensor quantized_decode_attention(const at::Tensor& q, const QuantizedDecodeInputs& in, double scale,
+                                      at::Tensor out, int64_t splits) {
+  if (q.dim() != 4 || q.size(2) != 1 || !quantized_decode_supported(in, q.size(1)) || !q.is_contiguous() ||
+      q.device() != in.recent_keys.device() || q.scalar_type() != at::kBFloat16 ||
+      q.size(0) != in.recent_keys.size(0) || q.size(3) != in.recent_keys.size(3))
+    throw std::invalid_argument("kernels::quantized_decode_attention: unsupported tensors");
+#ifdef KVFORGE_HAVE_CUDA
+  if (!out.defined()) out = at::empty_like(q);
+  const int64_t quantized = in.quantized_tokens();
+  DecodeAttentionShape shape = decode_shape(q, in.recent_keys);
+  shape.slots = quantized + in.recent_keys.size(2);
+  const int device = q.device().index();
+  QuantizedDecodeParams params;
+  params.shape = shape;
+  params.splits = splits > 0
+                      ? static_cast<int>(std::min(splits, std::max<int64_t>(shape.slots, 1)))
+                      : decode_attention_splits(shape, at::cuda::getDeviceProperties(device)->multiProcessorCount);
+  at::Tensor workspace =
+      at::empty({decode_attention_workspace_floats(shape, params.splits)}, q.options().dtype(at::kFloat));
+  auto half = [](const at::Tensor& t) {
+    return t.defined() ? reinterpret_cast<const uint16_t*>(t.data_ptr()) : nullptr;
+  };
+  auto bytes = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<uint8_t>() : nullptr; };
+  params.q = reinterpret_cast<const uint16_t*>(q.data_ptr());
+  params.bits = static_cast<int>(in.bits);
+  params.group = static_cast<int>(in.group);
+  params.quantized = quantized;
+  if (quantized > 0) {
+    params.key_codes = bytes(in.key_codes);
+    params.key_scale = half(in.key_scale);
+    params.key_minimum = half(in.key_minimum);
+    params.value_codes = bytes(in.value_codes);
+    params.value_scale = half(in.value_scale);
+    params.value_minimum = half(in.value_minimum);
+  }
+  params.recent_keys = half(in.recent_keys);
+  params.recent_values = half(in.recent_values);
+  params.positions = in.positions.data_ptr<int64_t>();
+  params.out = reinterpret_cast<uint16_t*>(out.data_ptr());
+  params.scale = static_cast<float>(scale);
+  params.workspace = workspace.data_ptr<float>();
+  cudaError_t status = launch_quantized_decode_attention_bf16(params, at::cuda::getCurrentCUDAStream(device));
+  if (status != cudaSuccess)
+    throw std::runtime_error(std::string("quantized_decode_attention launch failed: ") + cudaGetErrorString(status));
+  return out;
+#else
+  (void)scale, (void)splits;
+  return out;
+#endif
+}
+
+at::Tensor quantized_decode_attention_reference(const at::Tensor& q, const QuantizedDecodeInputs& in, double scale) {
+  auto f64 = [](const at::Tensor& t) { return t.detach().to(at::kCPU, at::kDouble); };
+  // Codes unpacked lowest-first: code i of a byte is (byte >> bits·i) mod 2^bits.
+  auto unpack = [&](const at::Tensor& codes) {
+    const int64_t per_byte = 8 / in.bits;
+    at::Tensor shifts = at::pow(2, at::arange(per_byte, at::kLong) * in.bits);
+    std::vector<int64_t> shape = codes.sizes().vec();
+    shape.back() *= per_byte;
+    return at::div(codes.to(at::kCPU, at::kLong).unsqueeze(-1), shifts, "floor")
+        .remainder(int64_t{1} << in.bits)
+        .reshape(shape)
+        .to(at::kDouble);
+  };
+  at::Tensor keys = f64(in.recent_keys), values = f64(in.recent_values);
+  if (in.quantized_tokens() > 0) {
+    at::Tensor old_keys = (unpack(in.key_codes) * f64(in.key_scale) + f64(in.key_minimum)).flatten(2, 3);
+    at::Tensor value_codes = unpack(in.value_codes);
+    std::vector<int64_t> grouped = value_codes.sizes().vec();
+    grouped.back() /= in.group;
+    grouped.push_back(in.group);
+    at::Tensor old_values =
+        (value_codes.reshape(grouped) * f64(in.value_scale).unsqueeze(-1) + f64(in.value_minimum).unsqueeze(-1))
+            .reshape(value_codes.sizes());
+    keys = at::cat({old_keys, keys}, 2);
+    values = at::cat({old_values, values}, 2);
+  }
+  return decode_attention_reference(q, keys, values, in.positions, scale);
+}
 
 bool low_rank_decode_supported(const LowRankDecodeInputs& inputs, int64_t query_heads) {
 #ifdef KVFORGE_HAVE_CUDA

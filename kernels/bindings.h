@@ -66,6 +66,31 @@ at::Tensor low_rank_decode_attention(const at::Tensor& q, const LowRankDecodeInp
 // The float64 CPU reference on any tensors of those shapes (returns float64 on the CPU).
 at::Tensor low_rank_decode_attention_reference(const at::Tensor& q, const LowRankDecodeInputs& inputs, double scale);
 
+// A KIVI cache as the quantized decode kernel reads it (kernels/quantized_decode_attention.h): the QuantizedKVCache's
+// codes and fp16 scales of the `quantized` oldest tokens, then its bf16 recent window.
+struct QuantizedDecodeInputs {
+  int64_t bits = 4;                                    // 2 or 4
+  int64_t group = 32;                                  // tokens per key scale, channels per value scale
+  at::Tensor key_codes, key_scale, key_minimum;        // [b, h, groups, group, d·bits/8] uint8; [b, h, groups, 1, d]
+  at::Tensor value_codes, value_scale, value_minimum;  // [b, h, quantized, d·bits/8] uint8; [b, h, quantized, d/group]
+  at::Tensor recent_keys, recent_values;               // [b, h, recent, d] bf16
+  at::Tensor positions;                                // [b, quantized + recent] int64, -1 = no token
+  int64_t quantized_tokens() const { return key_codes.defined() ? value_codes.size(2) : 0; }
+};
+
+// True when the kernel can serve one query token per sequence for `query_heads` query heads: built with CUDA, tensors
+// on one GPU and contiguous, bf16 window and fp16 scales, 2 or 4 bits, a power-of-two group of at least 8 dividing
+// head_dim 64/128, 1 to 8 query heads per KV head.
+bool quantized_decode_supported(const QuantizedDecodeInputs& inputs, int64_t query_heads);
+
+// q: [batch, heads, 1, head_dim] bf16 after RoPE, contiguous, no gradient. Returns [batch, heads, 1, head_dim] bf16
+// (into `out` when given); `splits` > 0 overrides the chunks per sequence.
+at::Tensor quantized_decode_attention(const at::Tensor& q, const QuantizedDecodeInputs& inputs, double scale,
+                                      at::Tensor out = {}, int64_t splits = 0);
+
+// The float64 CPU reference: the codes dequantized in float64, then decode_attention_reference.
+at::Tensor quantized_decode_attention_reference(const at::Tensor& q, const QuantizedDecodeInputs& inputs, double scale);
+
 // The hybrid attention's decode state as HybridDecodeState keeps it (kernels/hybrid_decode_step.h).
 struct HybridDecodeTensors {
   at::Tensor state, normaliser;                         // [b, h, F, Dv], [b, h, F] fp32

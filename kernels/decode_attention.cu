@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "kernels/decode_attention.h"
+#include "kernels/decode_partials.cuh"
 #include "kernels/group_dispatch.h"
 
 namespace kvforge::kernels {
@@ -13,7 +14,7 @@ constexpr int kThreads = 128;   // 4 warps per (sequence, KV head, chunk)
 constexpr int kMinChunk = 256;  // keys per chunk at least, so the merge stays cheap
 
 // Per (sequence, KV head, chunk): for each of the GROUP query heads, the unnormalised output over the
-// chunk's keys plus its softmax max and sum, written to the workspace for decode_merge_kernel.
+// chunk's keys plus its softmax max and sum, written to the workspace for merge_chunk_partials.
 //
 // Keys stream from global memory straight into registers: a "team" of HEAD_DIM/8 lanes reads one key row
 // with 16-byte loads (8 channels per lane), so a warp covers 32/(HEAD_DIM/8) keys at once and each lane
@@ -25,9 +26,6 @@ __global__ void __launch_bounds__(kThreads) decode_chunk_kernel(DecodeAttentionP
   constexpr int kTeamsPerWarp = 32 / kTeamLanes;
   constexpr int kTeams = kThreads / 32 * kTeamsPerWarp;
   constexpr int kUnroll = GROUP >= 8 ? 2 : 4;
-  __shared__ float team_max[kTeams][GROUP], team_sum[kTeams][GROUP];
-  __shared__ __align__(16) float team_out[kTeams][GROUP][HEAD_DIM];
-
   const DecodeAttentionShape& shape = p.shape;
   const int split = blockIdx.x;
   const int64_t b = blockIdx.y / shape.kv_heads, kv_head = blockIdx.y % shape.kv_heads;
@@ -37,21 +35,7 @@ __global__ void __launch_bounds__(kThreads) decode_chunk_kernel(DecodeAttentionP
   float query[GROUP][8], out[GROUP][8], running_max[GROUP], running_sum[GROUP];
   const __nv_bfloat16* q_rows =
       reinterpret_cast<const __nv_bfloat16*>(p.q) + (b * shape.heads + kv_head * GROUP) * HEAD_DIM;
-#pragma unroll
-  for (int g = 0; g < GROUP; ++g) {
-    const uint4 packed = *reinterpret_cast<const uint4*>(q_rows + g * HEAD_DIM + channel);
-    const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&packed);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 pair = __bfloat1622float2(pairs[i]);
-      query[g][2 * i] = pair.x * p.scale;
-      query[g][2 * i + 1] = pair.y * p.scale;
-    }
-#pragma unroll
-    for (int e = 0; e < 8; ++e) out[g][e] = 0.f;
-    running_max[g] = -INFINITY;
-    running_sum[g] = 0.f;
-  }
+  start_query_group<HEAD_DIM, GROUP>(q_rows, channel, p.scale, query, out, running_max, running_sum);
 
   const __nv_bfloat16* k_base =
       reinterpret_cast<const __nv_bfloat16*>(p.k) + b * p.batch_stride + kv_head * p.head_stride + channel;
@@ -86,125 +70,53 @@ __global__ void __launch_bounds__(kThreads) decode_chunk_kernel(DecodeAttentionP
     float scores[kUnroll][GROUP];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const __nv_bfloat162* k_pairs = reinterpret_cast<const __nv_bfloat162*>(&k_rows[u]);
       float key[8];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const float2 kp = __bfloat1622float2(k_pairs[i]);
-        key[2 * i] = kp.x;
-        key[2 * i + 1] = kp.y;
-      }
-#pragma unroll
-      for (int g = 0; g < GROUP; ++g) {
-        float score = 0.f;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) score += query[g][e] * key[e];
-#pragma unroll
-        for (int offset = kTeamLanes / 2; offset > 0; offset >>= 1)
-          score += __shfl_xor_sync(0xffffffffu, score, offset);
-        scores[u][g] = attended[u] ? score : -INFINITY;
-      }
+      unpack_bf16(k_rows[u], key);
+      team_scores<GROUP, kTeamLanes>(query, key, attended[u], scores[u]);
     }
-    // One online-softmax step per kUnroll rows: a single rescale of the running output per query head.
-#pragma unroll
-    for (int g = 0; g < GROUP; ++g) {
-      float new_max = running_max[g];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) new_max = fmaxf(new_max, scores[u][g]);
-      if (new_max == -INFINITY) continue;                     // nothing attended yet
-      const float factor = __expf(running_max[g] - new_max);  // 0 while the old max is -inf
-      float sum = running_sum[g] * factor;
-#pragma unroll
-      for (int e = 0; e < 8; ++e) out[g][e] *= factor;
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const float weight = __expf(scores[u][g] - new_max);  // 0 for unattended rows
-        sum += weight;
-        const __nv_bfloat162* v_pairs = reinterpret_cast<const __nv_bfloat162*>(&v_rows[u]);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const float2 vp = __bfloat1622float2(v_pairs[i]);
-          out[g][2 * i] += weight * vp.x;
-          out[g][2 * i + 1] += weight * vp.y;
-        }
-      }
-      running_sum[g] = sum;
-      running_max[g] = new_max;
-    }
+    online_softmax_step<GROUP, kUnroll>(
+        scores, [&](int u, float(&row)[8]) { unpack_bf16(v_rows[u], row); }, out, running_max, running_sum);
   }
 
-  // Merge the teams of this block: lane 0 of a team posts its statistics, every lane its channels.
-  if (lane % kTeamLanes == 0) {
-#pragma unroll
-    for (int g = 0; g < GROUP; ++g) {
-      team_max[team][g] = running_max[g];
-      team_sum[team][g] = running_sum[g];
-    }
-  }
-#pragma unroll
-  for (int g = 0; g < GROUP; ++g)
-#pragma unroll
-    for (int e = 0; e < 8; ++e) team_out[team][g][channel + e] = out[g][e];
-  __syncthreads();
-
-  const int64_t rows = shape.batch * shape.heads;
-  float* partial_out = p.workspace;
-  float* partial_max = partial_out + rows * p.splits * HEAD_DIM;
-  float* partial_sum = partial_max + rows * p.splits;
-  const int64_t first_row = b * shape.heads + kv_head * GROUP;
-  for (int e = threadIdx.x; e < GROUP * HEAD_DIM; e += kThreads) {
-    const int g = e / HEAD_DIM, d = e % HEAD_DIM;
-    float largest = -INFINITY;
-#pragma unroll
-    for (int t = 0; t < kTeams; ++t) largest = fmaxf(largest, team_max[t][g]);
-    float value = 0.f, total = 0.f;
-    if (largest != -INFINITY) {
-#pragma unroll
-      for (int t = 0; t < kTeams; ++t) {
-        const float factor = __expf(team_max[t][g] - largest);
-        value += team_out[t][g][d] * factor;
-        total += team_sum[t][g] * factor;
-      }
-    }
-    partial_out[((first_row + g) * p.splits + split) * HEAD_DIM + d] = value;
-    if (d == 0) {
-      partial_max[(first_row + g) * p.splits + split] = largest;
-      partial_sum[(first_row + g) * p.splits + split] = total;
-    }
-  }
+  post_chunk_partials<HEAD_DIM, GROUP, kTeams, kThreads>(out, running_max, running_sum, team, lane % kTeamLanes == 0,
+                                                         channel, p.workspace, shape.batch * shape.heads, p.splits,
+                                                         split, b * shape.heads + kv_head * GROUP);
 }
 
-// One block per (sequence, query head): chunks weighted by exp(max_s - max) and normalised by the total.
-__global__ void decode_merge_kernel(DecodeAttentionParams p) {
-  const int64_t row = blockIdx.x, head_dim = p.shape.head_dim;
-  const int64_t rows = p.shape.batch * p.shape.heads;
-  const float* partial_out = p.workspace;
-  const float* partial_max = partial_out + rows * p.splits * head_dim;
-  const float* partial_sum = partial_max + rows * p.splits;
+}  // namespace
+
+__global__ void merge_chunk_partials(const float* workspace, int64_t rows, int splits, int64_t head_dim,
+                                     __nv_bfloat16* out) {
+  const int64_t row = blockIdx.x;
+  const float* partial_out = workspace;
+  const float* partial_max = partial_out + rows * splits * head_dim;
+  const float* partial_sum = partial_max + rows * splits;
   float largest = -INFINITY;
-  for (int s = 0; s < p.splits; ++s) largest = fmaxf(largest, partial_max[row * p.splits + s]);
+  for (int s = 0; s < splits; ++s) largest = fmaxf(largest, partial_max[row * splits + s]);
   float total = 0.f;
-  for (int s = 0; s < p.splits; ++s) {
-    const float m = partial_max[row * p.splits + s];
-    if (m != -INFINITY) total += partial_sum[row * p.splits + s] * __expf(m - largest);
+  for (int s = 0; s < splits; ++s) {
+    const float m = partial_max[row * splits + s];
+    if (m != -INFINITY) total += partial_sum[row * splits + s] * __expf(m - largest);
   }
   for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
     float value = 0.f;
-    for (int s = 0; s < p.splits; ++s) {
-      const float m = partial_max[row * p.splits + s];
-      if (m != -INFINITY) value += partial_out[(row * p.splits + s) * head_dim + d] * __expf(m - largest);
+    for (int s = 0; s < splits; ++s) {
+      const float m = partial_max[row * splits + s];
+      if (m != -INFINITY) value += partial_out[(row * splits + s) * head_dim + d] * __expf(m - largest);
     }
-    reinterpret_cast<__nv_bfloat16*>(p.out)[row * head_dim + d] =
-        __float2bfloat16_rn(total > 0.f ? value / total : 0.f);
+    out[row * head_dim + d] = __float2bfloat16_rn(total > 0.f ? value / total : 0.f);
   }
 }
+
+namespace {
 
 template <int HEAD_DIM, int GROUP>
 cudaError_t launch_for(const DecodeAttentionParams& p, cudaStream_t stream) {
   const int64_t chunk = (p.shape.slots + p.splits - 1) / p.splits;
   const dim3 grid(static_cast<unsigned>(p.splits), static_cast<unsigned>(p.shape.batch * p.shape.kv_heads));
   decode_chunk_kernel<HEAD_DIM, GROUP><<<grid, kThreads, 0, stream>>>(p, chunk);
-  decode_merge_kernel<<<static_cast<unsigned>(p.shape.batch * p.shape.heads), HEAD_DIM, 0, stream>>>(p);
+  merge_chunk_partials<<<static_cast<unsigned>(p.shape.batch * p.shape.heads), HEAD_DIM, 0, stream>>>(
+      p.workspace, p.shape.batch * p.shape.heads, p.splits, HEAD_DIM, reinterpret_cast<__nv_bfloat16*>(p.out));
   return cudaGetLastError();
 }
 

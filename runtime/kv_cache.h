@@ -4,10 +4,10 @@
 // compressed layouts (streaming, selected tokens) can keep positions after eviction.
 #include <ATen/ATen.h>
 
-#include "kernels/bindings.h"
-
 #include <memory>
 #include <vector>
+
+#include "kernels/bindings.h"
 
 namespace kvforge {
 
@@ -26,6 +26,9 @@ struct CachedKV {
   // When set (CSKV on the GPU, one query per sequence): keys/values/positions hold only the exact window and the
   // older tokens are these latents, which attention reads with kernels::low_rank_decode_attention.
   std::shared_ptr<const kernels::LowRankDecodeInputs> low_rank;
+  // When set (a KIVI cache on the GPU, one query per sequence): keys/values hold only the bf16 recent window and
+  // attention reads the codes with kernels::quantized_decode_attention; positions cover every held token.
+  std::shared_ptr<const kernels::QuantizedDecodeInputs> quantized;
 };
 
 class KVCache {

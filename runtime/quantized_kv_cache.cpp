@@ -76,8 +76,9 @@ at::Tensor dequantize_values_per_token(const QuantizedBlock& block, int64_t bits
 }
 
 QuantizedKVCache::QuantizedKVCache(int64_t num_layers, int64_t batch, int64_t kv_heads, int64_t head_dim,
-                                   const QuantizedCacheOptions& quantization, const at::TensorOptions& options)
-    : quantization_(quantization), dtype_(options.dtype().toScalarType()) {
+                                   const QuantizedCacheOptions& quantization, const at::TensorOptions& options,
+                                   int64_t decode_query_heads)
+    : quantization_(quantization), dtype_(options.dtype().toScalarType()), decode_query_heads_(decode_query_heads) {
   if (quantization.bits != 2 && quantization.bits != 4)
     throw std::invalid_argument("bits: expected 2 or 4, got " + std::to_string(quantization.bits));
   if (quantization.group_size < 1 || head_dim % quantization.group_size != 0)
@@ -112,6 +113,26 @@ CachedKV QuantizedKVCache::update(int64_t layer_index, const at::Tensor& keys, c
   layer.recent_keys = at::cat({layer.recent_keys, keys}, 2);
   layer.recent_values = at::cat({layer.recent_values, values}, 2);
   layer.positions = at::cat({layer.positions, positions}, 1);
+  if (keys.size(2) == 1 && decode_query_heads_ > 0 && layer.quantized_tokens > 0) {
+    auto inputs = std::make_shared<kernels::QuantizedDecodeInputs>();
+    inputs->bits = quantization_.bits;
+    inputs->group = quantization_.group_size;
+    inputs->key_codes = layer.keys.codes;
+    inputs->key_scale = layer.keys.scale;
+    inputs->key_minimum = layer.keys.minimum;
+    inputs->value_codes = layer.values.codes;
+    inputs->value_scale = layer.values.scale;
+    inputs->value_minimum = layer.values.minimum;
+    inputs->recent_keys = layer.recent_keys;
+    inputs->recent_values = layer.recent_values;
+    inputs->positions = layer.positions;
+    if (kernels::quantized_decode_supported(*inputs, decode_query_heads_)) {
+      CachedKV kv{layer.recent_keys, layer.recent_values, layer.positions};
+      kv.quantized = std::move(inputs);
+      ++kernel_steps_;
+      return kv;
+    }
+  }
   return {dequantized_keys(layer), dequantized_values(layer), layer.positions};
 }
 

@@ -6,8 +6,9 @@
 // token group at a time as they leave that window, so with residual_tokens >= the sequence nothing is
 // quantized and attention equals the full cache's.
 //
-// This is the reference layout: attention dequantizes the stored codes each step. The CUDA path
-// dequantizes inside the attention kernel instead.
+// On the CPU, and for prefill, attention reads the codes dequantized in full each step. A CUDA decode step (one new
+// token, bf16, decode_query_heads > 0) hands the codes to kernels::quantized_decode_attention instead, which
+// dequantizes each row in registers: the full-precision copy of the cache is never made.
 #include <ATen/ATen.h>
 
 #include <vector>
@@ -32,8 +33,11 @@ struct QuantizedBlock {
 
 class QuantizedKVCache : public KVCache {
  public:
+  // decode_query_heads: the model's query heads, so a decode step can use the kernel (0 = always dequantize; models
+  // with sliding-window layers pass 0, as the kernel attends every held token).
   QuantizedKVCache(int64_t num_layers, int64_t batch, int64_t kv_heads, int64_t head_dim,
-                   const QuantizedCacheOptions& quantization, const at::TensorOptions& options);
+                   const QuantizedCacheOptions& quantization, const at::TensorOptions& options,
+                   int64_t decode_query_heads = 0);
 
   CachedKV update(int64_t layer, const at::Tensor& keys, const at::Tensor& values,
                   const at::Tensor& positions) override;
@@ -42,6 +46,7 @@ class QuantizedKVCache : public KVCache {
   int64_t bytes() const override;
 
   int64_t quantized_tokens(int64_t layer) const { return layers_.at(layer).quantized_tokens; }
+  int64_t kernel_steps() const { return kernel_steps_; }  // layer steps handed to the decode kernel
 
  private:
   struct Layer {
@@ -57,6 +62,8 @@ class QuantizedKVCache : public KVCache {
 
   QuantizedCacheOptions quantization_;
   at::ScalarType dtype_;
+  int64_t decode_query_heads_ = 0;
+  int64_t kernel_steps_ = 0;
   std::vector<Layer> layers_;
 };
 

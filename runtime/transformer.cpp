@@ -77,7 +77,7 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeAngles& rope, c
   // Under causal_prefix, keys aligned with the queries (no cache, or one that returns exactly this step's slots, as
   // KV Prediction's predicted cache does in training) make a plain causal mask exact.
   const bool aligned = cache == nullptr || (kv.keys.size(2) == tokens && kv.window_tokens == 0 &&
-                                            !kv.streaming_heads.defined() && !kv.low_rank);
+                                            !kv.streaming_heads.defined() && !kv.low_rank && !kv.quantized);
   auto softmax_attention = [&] {
     if (causal_prefix && aligned && sliding_window == 0 && x.is_cuda())
       return at::scaled_dot_product_attention(q, kv.keys, kv.values, /*attn_mask=*/{}, /*dropout_p=*/0.0,
@@ -126,6 +126,8 @@ at::Tensor MlpImpl::forward(const at::Tensor& x) {
 at::Tensor AttentionImpl::attend(const at::Tensor& q, const CachedKV& kv, const at::Tensor& positions) const {
   if (kv.low_rank)
     return kernels::low_rank_decode_attention(q, *kv.low_rank, 1.0 / std::sqrt(static_cast<double>(head_dim)));
+  if (kv.quantized)
+    return kernels::quantized_decode_attention(q, *kv.quantized, 1.0 / std::sqrt(static_cast<double>(head_dim)));
   // Decode (one query per sequence) over a cache: every held slot precedes the query, so the kernel
   // needs only slot validity plus at most one window (the cache's streaming one or the model's).
   const bool one_window = (sliding_window == 0 || kv.window_tokens == 0) && !kv.streaming_heads.defined();

@@ -7,6 +7,7 @@
 #include "policies/policy.h"
 #include "runtime/generate.h"
 #include "runtime/model_loader.h"
+#include "runtime/quantized_kv_cache.h"
 #include "runtime/rope.h"
 #include "runtime/transformer.h"
 #include "tests/test_util.h"
@@ -147,24 +148,39 @@ TEST(DecodeAttentionInTheModel, MatchesTheMaskedPath) {
                                                   at::zeros({2, 2, 9, 64}, bf16),
                                                   at::zeros({2, 9}, bf16.dtype(at::kLong))))
       << "this model's decode must run through the kernel for the test to mean anything";
-  for (const std::string spec : {"full", "streaming:sink=4,window=32", "snapkv:budget=40"}) {
+  for (const std::string spec : {"full", "streaming:sink=4,window=32", "snapkv:budget=40", "kivi:bits=4,residual=16",
+                                 "kivi:bits=2,group=32,residual=16"}) {
     const PolicySpec policy = parse_policy(spec);
-    auto gpu_cache = make_cache(plan_cache(policy, gpu.config, prompt), gpu.config, 2, prompt + steps,
-                                at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16));
-    auto cpu_cache = make_cache(plan_cache(policy, cpu.config, prompt), cpu.config, 2, prompt + steps,
-                                at::TensorOptions().dtype(at::kFloat));
+    const bool kivi = spec.rfind("kivi", 0) == 0;
+    const CachePlan plan = plan_cache(policy, gpu.config, prompt);
+    const auto gpu_options = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+    auto gpu_cache = make_cache(plan, gpu.config, 2, prompt + steps, gpu_options);
+    // KIVI's reference: the same bf16 codes dequantized in full on the GPU (decode_query_heads 0 keeps the kernel
+    // out), since codes quantized from fp32 keys on the CPU may round to neighbouring levels.
+    std::unique_ptr<KVCache> reference_cache =
+        kivi ? std::make_unique<QuantizedKVCache>(gpu.config.num_layers, 2, gpu.config.num_kv_heads,
+                                                  gpu.config.head_dim, plan.quantization, gpu_options)
+             : make_cache(plan_cache(policy, cpu.config, prompt), cpu.config, 2, prompt + steps,
+                          at::TensorOptions().dtype(at::kFloat));
     gpu.model->forward(ids.narrow(1, 0, prompt).cuda(), positions.narrow(1, 0, prompt).cuda(), gpu_cache.get());
-    cpu.model->forward(ids.narrow(1, 0, prompt), positions.narrow(1, 0, prompt), cpu_cache.get());
+    if (kivi)
+      gpu.model->forward(ids.narrow(1, 0, prompt).cuda(), positions.narrow(1, 0, prompt).cuda(), reference_cache.get());
+    else
+      cpu.model->forward(ids.narrow(1, 0, prompt), positions.narrow(1, 0, prompt), reference_cache.get());
     for (int64_t t = prompt; t < prompt + steps; ++t) {
       at::Tensor step_ids = ids.narrow(1, t, 1), step_positions = positions.narrow(1, t, 1);
       at::Tensor got =
           gpu.model->forward(step_ids.cuda(), step_positions.cuda(), gpu_cache.get()).to(at::kCPU, at::kFloat);
-      at::Tensor expected =
-          spec == "full" ? full.narrow(1, t, 1) : cpu.model->forward(step_ids, step_positions, cpu_cache.get());
+      at::Tensor expected = spec == "full" ? full.narrow(1, t, 1)
+                            : kivi ? gpu.model->forward(step_ids.cuda(), step_positions.cuda(), reference_cache.get())
+                                         .to(at::kCPU, at::kFloat)
+                                   : cpu.model->forward(step_ids, step_positions, reference_cache.get());
       const double error = ((got - expected).abs().max() / expected.abs().max()).item<double>();
       // Score-selected tokens (SnapKV) may differ between bf16 and fp32 scoring, hence its wider bound.
       EXPECT_LT(error, spec.rfind("snapkv", 0) == 0 ? 0.1 : 5e-2) << spec << " step " << t;
     }
+    if (auto* kivi = dynamic_cast<QuantizedKVCache*>(gpu_cache.get()))  // the steps really used the kernel
+      EXPECT_EQ(kivi->kernel_steps(), steps * gpu.config.num_layers) << spec;
   }
 }
 
@@ -265,6 +281,95 @@ INSTANTIATE_TEST_SUITE_P(
                       LowRankCase{2, 0, 5, 4, 128, 64, 64}, LowRankCase{64, 257, 8, 8, 64, 40, 72},
                       LowRankCase{8, 4095, 32, 4, 128, 256, 256}, LowRankCase{1, 32768, 32, 4, 128, 256, 128},
                       LowRankCase{1, 131040, 32, 8, 128, 128, 256}, LowRankCase{16, 16384, 32, 3, 64, 30, 34}));
+
+// A KIVI layout built by the runtime's own quantizers (runtime/quantized_kv_cache.h) from keys and values of
+// `quantized + recent` tokens: the first `quantized` as codes, the rest in the recent window.
+kernels::QuantizedDecodeInputs quantized_inputs(const at::Tensor& keys, const at::Tensor& values,
+                                                const at::Tensor& positions, int64_t quantized, int64_t bits,
+                                                int64_t group) {
+  kernels::QuantizedDecodeInputs in;
+  in.bits = bits;
+  in.group = group;
+  const int64_t slots = keys.size(2);
+  if (quantized > 0) {
+    std::vector<int64_t> grouped{keys.size(0), keys.size(1), quantized / group, group, keys.size(3)};
+    const QuantizedBlock k = quantize_keys_per_channel(keys.narrow(2, 0, quantized).reshape(grouped), bits);
+    const QuantizedBlock v = quantize_values_per_token(values.narrow(2, 0, quantized), bits, group);
+    in.key_codes = k.codes, in.key_scale = k.scale, in.key_minimum = k.minimum;
+    in.value_codes = v.codes, in.value_scale = v.scale, in.value_minimum = v.minimum;
+  }
+  in.recent_keys = keys.narrow(2, quantized, slots - quantized).contiguous();
+  in.recent_values = values.narrow(2, quantized, slots - quantized).contiguous();
+  in.positions = positions;
+  return in;
+}
+
+// The kernel's reference unpacks codes as the runtime's dequantizers do: both give the same attention.
+TEST(QuantizedDecodeAttention, ReferenceMatchesTheRuntimesDequantization) {
+  at::manual_seed(8);
+  for (const int64_t bits : {2, 4}) {
+    const int64_t batch = 2, kv_heads = 2, heads = 6, dim = 64, group = 16, quantized = 48, recent = 7;
+    at::Tensor keys = 2 * at::randn({batch, kv_heads, quantized + recent, dim});
+    at::Tensor values = at::randn({batch, kv_heads, quantized + recent, dim});
+    at::Tensor positions = at::arange(quantized + recent, at::kLong).unsqueeze(0).repeat({batch, 1});
+    positions[1].narrow(0, 0, 5).fill_(-1);  // left padding
+    const kernels::QuantizedDecodeInputs in = quantized_inputs(keys, values, positions, quantized, bits, group);
+    at::Tensor q = at::randn({batch, heads, 1, dim});
+    const at::Tensor dequantized_keys = at::cat(
+        {dequantize_keys_per_channel({in.key_codes, in.key_scale, in.key_minimum}, bits, at::kDouble).flatten(2, 3),
+         in.recent_keys.to(at::kDouble)},
+        2);
+    const at::Tensor dequantized_values = at::cat(
+        {dequantize_values_per_token({in.value_codes, in.value_scale, in.value_minimum}, bits, group, at::kDouble),
+         in.recent_values.to(at::kDouble)},
+        2);
+    // The codes hold the keys only approximately: far from exact, yet what both paths attend is the same.
+    EXPECT_GT((dequantized_keys - keys.to(at::kDouble)).abs().max().item<double>(), 1e-3);
+    const at::Tensor expected =
+        kernels::decode_attention_reference(q, dequantized_keys, dequantized_values, positions, 0.125);
+    const at::Tensor got = kernels::quantized_decode_attention_reference(q, in, 0.125);
+    EXPECT_LT((got - expected).abs().max().item<double>(), 1e-6) << bits << " bits";
+  }
+}
+
+// batch, quantized tokens, recent tokens, query heads per KV head, head_dim, bits, group
+using QuantizedCase = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
+class QuantizedDecodeGpu : public ::testing::TestWithParam<QuantizedCase> {};
+
+TEST_P(QuantizedDecodeGpu, MatchesFloat64Reference) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (CI has none; run on the GPU machine)";
+  const auto [batch, quantized, recent, group, head_dim, bits, scale_group] = GetParam();
+  const int64_t kv_heads = group == 8 ? 4 : 2, heads = kv_heads * group, slots = quantized + recent;
+  at::manual_seed(batch * 131 + quantized * 7 + recent + group * 3 + head_dim + bits);
+  torch::NoGradGuard no_grad;
+  const auto bf16 = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+  at::Tensor q = at::randn({batch, heads, 1, head_dim}).to(bf16);
+  at::Tensor keys = (1.5 * at::randn({batch, kv_heads, slots, head_dim})).to(bf16);
+  at::Tensor values = at::randn({batch, kv_heads, slots, head_dim}).to(bf16);
+  at::Tensor positions = at::arange(slots, at::kLong).unsqueeze(0).repeat({batch, 1});
+  if (batch > 1) positions[batch - 1].narrow(0, 0, std::min<int64_t>(slots, 19)).fill_(-1);  // left padding
+  const kernels::QuantizedDecodeInputs in =
+      quantized_inputs(keys, values, positions.cuda(), quantized, bits, scale_group);
+  ASSERT_TRUE(kernels::quantized_decode_supported(in, heads));
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+  at::Tensor out = at::full({batch, heads, 1, head_dim}, std::nan(""), bf16);  // poisoned
+  kernels::quantized_decode_attention(q, in, scale, out);
+  const at::Tensor reference = kernels::quantized_decode_attention_reference(q, in, scale);
+  const at::Tensor got = out.to(at::kCPU, at::kDouble);
+  ASSERT_FALSE(got.isnan().any().item<bool>());
+  // bf16 output rounding (2^-8 relative) plus fp32 accumulation; the codes are exact in both.
+  const double error = ((got - reference).abs().max() / reference.abs().max()).item<double>();
+  EXPECT_LT(error, 1e-2) << "batch " << batch << " quantized " << quantized << " recent " << recent << " group "
+                         << group << " dim " << head_dim << " bits " << bits;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, QuantizedDecodeGpu,
+    ::testing::Values(QuantizedCase{1, 0, 1, 4, 128, 4, 32}, QuantizedCase{2, 32, 1, 1, 64, 2, 32},
+                      QuantizedCase{5, 288, 17, 3, 64, 4, 16}, QuantizedCase{3, 992, 40, 4, 128, 2, 32},
+                      QuantizedCase{64, 256, 3, 8, 64, 4, 8}, QuantizedCase{1, 4064, 33, 8, 128, 4, 32},
+                      QuantizedCase{8, 4064, 31, 2, 128, 2, 32}, QuantizedCase{1, 32736, 32, 4, 128, 4, 32},
+                      QuantizedCase{1, 131040, 32, 8, 128, 2, 32}, QuantizedCase{16, 16320, 32, 4, 64, 4, 64}));
 
 INSTANTIATE_TEST_SUITE_P(Shapes, DecodeAttentionGpu,
                          ::testing::Values(std::make_tuple(1, 1, 4, 128), std::make_tuple(2, 17, 1, 64),
