@@ -2,6 +2,7 @@
 // writer, and the pretrain debug flavour learning.
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
+#include <torch/nn/utils/clip_grad.h>
 #include <torch/serialize.h>
 #include <torch/utils.h>
 
@@ -16,6 +17,7 @@
 #include "runtime/model_init.h"
 #include "runtime/model_loader.h"
 #include "tests/test_util.h"
+#include "trainers/clip_gradients.h"
 #include "trainers/fused_adamw.h"
 #include "trainers/pretrain/pretrain.h"
 
@@ -88,6 +90,39 @@ TEST(FusedAdamW, MatchesLibTorchsAdamWOnTheCpu) { expect_fused_adamw_matches_ada
 TEST(FusedAdamW, MatchesLibTorchsAdamWOnCuda) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   expect_fused_adamw_matches_adamw(at::Device(at::kCUDA, 0));
+}
+
+// Clipping by global norm equals LibTorch's clip_grad_norm_: the same norm, the same scaled gradients when it is above
+// the limit, untouched ones when below, and parameters without a gradient skipped.
+TEST(ClipGradients, MatchesLibTorchsClipGradNorm) {
+  at::manual_seed(12);
+  auto make = [](double scale) {
+    std::vector<at::Tensor> parameters;
+    for (const auto& shape : std::vector<std::vector<int64_t>>{{7, 3}, {11}, {2, 2, 5}, {4}}) {
+      at::Tensor parameter = at::zeros(shape).set_requires_grad(true);
+      parameters.push_back(parameter);
+    }
+    for (size_t i = 0; i < 3; ++i) parameters[i].mutable_grad() = scale * at::randn(parameters[i].sizes());
+    return parameters;  // the last has no gradient
+  };
+  for (const double limit : {0.5, 1e6}) {
+    at::manual_seed(3);
+    std::vector<at::Tensor> ours = make(2.0);
+    at::manual_seed(3);
+    std::vector<at::Tensor> theirs = make(2.0);
+    const double norm = clip_gradients(ours, limit);
+    const double expected = torch::nn::utils::clip_grad_norm_(theirs, limit);
+    EXPECT_NEAR(norm, expected, 1e-5 * expected) << "limit " << limit;
+    for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(at::allclose(ours[i].grad(), theirs[i].grad(), 1e-5, 1e-7)) << i;
+    EXPECT_FALSE(ours[3].grad().defined());
+    if (limit < 1)
+      EXPECT_NEAR(
+          at::linalg_vector_norm(at::cat({ours[0].grad().flatten(), ours[1].grad(), ours[2].grad().flatten()}), 2)
+              .item<double>(),
+          limit, 1e-5);
+  }
+  std::vector<at::Tensor> none = {at::zeros({3}).set_requires_grad(true)};
+  EXPECT_EQ(clip_gradients(none, 1.0), 0.0);
 }
 
 PretrainConfig debug_config(const std::string& out_dir, int64_t steps) {

@@ -2,7 +2,6 @@
 
 #include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
-#include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/sgd.h>
 #include <torch/utils.h>
 
@@ -13,6 +12,7 @@
 
 #include "checkpoints/training_checkpoint.h"
 #include "runtime/input_error.h"
+#include "trainers/clip_gradients.h"
 #include "trainers/distributed.h"
 #include "trainers/fused_adamw.h"
 #include "trainers/run_log.h"
@@ -149,9 +149,7 @@ std::vector<StepRecord> run_training(TrainingObjective& objective, const LoopCon
       for (auto& [key, value] : metric_sums) value = sums[next++];
     }
     loss /= static_cast<double>(config.micro_batches);
-    const double grad_norm = config.max_grad_norm > 0
-                                 ? torch::nn::utils::clip_grad_norm_(parameters, config.max_grad_norm)
-                                 : torch::nn::utils::clip_grad_norm_(parameters, std::numeric_limits<double>::max());
+    const double grad_norm = clip_gradients(parameters, config.max_grad_norm);
     if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
       const auto latest = latest_checkpoint(config.out_dir);
       log.finish();
