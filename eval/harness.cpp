@@ -142,14 +142,6 @@ double answer_nll(Transformer& model, const std::vector<int64_t>& prompt, const 
   return at::cross_entropy_loss(logits, ids(target)[0], {}, at::Reduction::Sum).item<double>();
 }
 
-// The items of 0..total-1 this process runs: all of them alone, its shard under torchrun.
-std::vector<int64_t> owned(int64_t total, DataParallel* parallel) {
-  if (parallel != nullptr) return parallel->shard(total);
-  std::vector<int64_t> all(static_cast<size_t>(total));
-  std::iota(all.begin(), all.end(), 0);
-  return all;
-}
-
 // Each vector replaced by its element-wise sum over ranks, in one collective.
 void sum_over_ranks(const std::vector<std::vector<double>*>& parts, DataParallel& parallel) {
   std::vector<double> packed;
@@ -275,7 +267,7 @@ CellResult evaluate_cell(Transformer& model, const Tokenizer& tokenizer, const s
   std::vector<double> ttft(batches, 0.0), decode_seconds(batches, 0.0), decode_tokens(batches, 0.0),
       bytes_per_sequence(batches, 0.0);
   reset_peak_memory(device);
-  for (const int64_t batch : owned(batches, parallel)) {
+  for (const int64_t batch : owned_items(batches, parallel)) {
     const int64_t first = batch * batch_size, last = std::min(count, first + batch_size);
     const std::vector<std::vector<int64_t>> prompts(encoded.prompts.begin() + first, encoded.prompts.begin() + last);
     int64_t longest_prompt = 0, longest_answer = 0;
@@ -297,7 +289,7 @@ CellResult evaluate_cell(Transformer& model, const Tokenizer& tokenizer, const s
     bytes_per_sequence[batch] = static_cast<double>(result.peak_cache_bytes) / static_cast<double>(last - first);
   }
   if (answer_perplexity)
-    for (const int64_t batch : owned(batches, parallel))
+    for (const int64_t batch : owned_items(batches, parallel))
       for (int64_t i = batch * batch_size; i < std::min(count, (batch + 1) * batch_size); ++i)
         nll[i] = answer_nll(model, encoded.prompts[i], encoded.targets[i], policy);
   cell.peak_device_bytes = peak_memory(device);
@@ -433,7 +425,7 @@ EvalReport run_eval(LoadedModel& model, const EvalOptions& options, const EvalPr
       result.file = path;
       const auto count = static_cast<int64_t>(documents.size());
       std::vector<double> nll(count, 0.0), predicted(count, 0.0), held(count, 0.0);  // per document
-      for (const int64_t d : owned(count, parallel)) {
+      for (const int64_t d : owned_items(count, parallel)) {
         DocumentNll part =
             document_nll(model.model, document_tokens(model, documents[d]), policy, options.perplexity_chunk);
         nll[d] = part.total_nll;

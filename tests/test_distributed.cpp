@@ -182,6 +182,7 @@ void run_cooperate_worker() {
     std::vector<int64_t> strided;
     for (int64_t item = rank; item < total; item += 2) strided.push_back(item);
     EXPECT_EQ(items, strided) << "total " << total << " rank " << rank;
+    EXPECT_EQ(owned_items(total, &parallel), strided);
     for (int64_t item = 0; item < total; ++item) {
       const bool owned = std::find(items.begin(), items.end(), item) != items.end();
       EXPECT_EQ(parallel.all_reduce_sum(owned ? 1.0 : 0.0), 1.0) << "item " << item << " of " << total;
@@ -557,6 +558,8 @@ TEST(DistributedOneProcess, EveryCallIsANoOp) {
   parallel.barrier();
   EXPECT_EQ(parallel.shard(4), (std::vector<int64_t>{0, 1, 2, 3}));
   EXPECT_TRUE(parallel.shard(0).empty());
+  EXPECT_EQ(owned_items(3, nullptr), (std::vector<int64_t>{0, 1, 2}));  // no process group: every item
+  EXPECT_EQ(owned_items(3, &parallel), (std::vector<int64_t>{0, 1, 2}));
 }
 
 }  // namespace

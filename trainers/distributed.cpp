@@ -7,6 +7,7 @@
 #include <climits>
 #include <cstdlib>
 #include <map>
+#include <numeric>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
@@ -389,6 +390,13 @@ std::vector<int64_t> DataParallel::shard(int64_t total) const {
   items.reserve(static_cast<size_t>((total + world_size_ - 1 - rank_) / world_size_ + 1));
   for (int64_t item = rank_; item < total; item += world_size_) items.push_back(item);
   return items;
+}
+
+std::vector<int64_t> owned_items(int64_t total, const DataParallel* parallel) {
+  if (parallel != nullptr) return parallel->shard(total);
+  std::vector<int64_t> all(static_cast<size_t>(std::max<int64_t>(total, 0)));
+  std::iota(all.begin(), all.end(), 0);
+  return all;
 }
 
 }  // namespace kvforge

@@ -91,4 +91,7 @@ class DataParallel {
   std::unique_ptr<Group> group_;
 };
 
+// The items of 0..total-1 this process runs: all of them without a process group (null), else parallel->shard(total).
+std::vector<int64_t> owned_items(int64_t total, const DataParallel* parallel);
+
 }  // namespace kvforge

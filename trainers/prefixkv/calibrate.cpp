@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <numeric>
 #include <sstream>
 #include <tuple>
 #include <utility>
@@ -127,9 +126,7 @@ Calibration calibrate(Transformer& model, const std::vector<std::vector<int64_t>
   calibration.budgets = options.budgets;
   calibration.samples.resize(prompts.size());
   const auto total = static_cast<int64_t>(prompts.size());
-  std::vector<int64_t> mine(prompts.size());
-  std::iota(mine.begin(), mine.end(), 0);
-  if (parallel != nullptr) mine = parallel->shard(total);
+  const std::vector<int64_t> mine = owned_items(total, parallel);
   for (size_t done = 0; done < mine.size(); ++done) {
     const std::vector<int64_t>& prompt = prompts[mine[done]];
     const auto tokens = static_cast<int64_t>(prompt.size());
