@@ -125,17 +125,9 @@ void run_quantized_rows(const BenchArgs& args) {
         at::Tensor k = at::randn({batch, args.kv_heads, length, args.head_dim}, bf16);
         at::Tensor v = at::randn({batch, args.kv_heads, length, args.head_dim}, bf16);
         at::Tensor positions = at::arange(length, bf16.dtype(at::kLong)).unsqueeze(0).repeat({batch, 1});
-        kernels::QuantizedDecodeInputs in;
-        in.bits = bits;
-        in.group = kGroup;
-        const QuantizedBlock keys = quantize_keys_per_channel(
-            k.narrow(2, 0, quantized).reshape({batch, args.kv_heads, quantized / kGroup, kGroup, args.head_dim}), bits);
-        const QuantizedBlock values = quantize_values_per_token(v.narrow(2, 0, quantized), bits, kGroup);
-        in.key_codes = keys.codes, in.key_scale = keys.scale, in.key_minimum = keys.minimum;
-        in.value_codes = values.codes, in.value_scale = values.scale, in.value_minimum = values.minimum;
-        in.recent_keys = k.narrow(2, quantized, length - quantized).contiguous();
-        in.recent_values = v.narrow(2, quantized, length - quantized).contiguous();
-        in.positions = positions;
+        const kernels::QuantizedDecodeInputs in = quantize_for_decode(k, v, positions, quantized, bits, kGroup);
+        const QuantizedBlock keys{in.key_codes, in.key_scale, in.key_minimum};
+        const QuantizedBlock values{in.value_codes, in.value_scale, in.value_minimum};
         if (!kernels::quantized_decode_supported(in, args.heads)) {
           std::printf("%6lld %8lld %4lld  (unsupported shape)\n", static_cast<long long>(batch),
                       static_cast<long long>(length), static_cast<long long>(bits));

@@ -187,7 +187,7 @@ void run_rlkv_recipe(const Recipe& recipe, bool resume) {
   if (!ranks.is_main()) return;
 
   Artifact artifact;
-  artifact.method = objective_name == "grpo" ? kRlkvMethod : kDuoMethod;
+  artifact.method = grpo ? kRlkvMethod : kDuoMethod;
   artifact.model = ModelFingerprint::of(loaded.config);
   artifact.recipe = loop.recipe_text;
   const at::Tensor values = gates.values.detach().to(at::kCPU).clamp(0, 1);

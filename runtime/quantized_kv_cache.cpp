@@ -75,6 +75,38 @@ at::Tensor dequantize_values_per_token(const QuantizedBlock& block, int64_t bits
   return values.reshape(codes.sizes()).to(dtype);
 }
 
+kernels::QuantizedDecodeInputs quantized_decode_inputs(const QuantizedBlock& keys, const QuantizedBlock& values,
+                                                       const at::Tensor& recent_keys, const at::Tensor& recent_values,
+                                                       const at::Tensor& positions, int64_t bits, int64_t group) {
+  kernels::QuantizedDecodeInputs inputs;
+  inputs.bits = bits;
+  inputs.group = group;
+  inputs.key_codes = keys.codes;
+  inputs.key_scale = keys.scale;
+  inputs.key_minimum = keys.minimum;
+  inputs.value_codes = values.codes;
+  inputs.value_scale = values.scale;
+  inputs.value_minimum = values.minimum;
+  inputs.recent_keys = recent_keys;
+  inputs.recent_values = recent_values;
+  inputs.positions = positions;
+  return inputs;
+}
+
+kernels::QuantizedDecodeInputs quantize_for_decode(const at::Tensor& keys, const at::Tensor& values,
+                                                   const at::Tensor& positions, int64_t quantized, int64_t bits,
+                                                   int64_t group) {
+  QuantizedBlock key_block, value_block;
+  if (quantized > 0) {
+    const std::vector<int64_t> grouped{keys.size(0), keys.size(1), quantized / group, group, keys.size(3)};
+    key_block = quantize_keys_per_channel(keys.narrow(2, 0, quantized).reshape(grouped), bits);
+    value_block = quantize_values_per_token(values.narrow(2, 0, quantized), bits, group);
+  }
+  const int64_t recent = keys.size(2) - quantized;
+  return quantized_decode_inputs(key_block, value_block, keys.narrow(2, quantized, recent).contiguous(),
+                                 values.narrow(2, quantized, recent).contiguous(), positions, bits, group);
+}
+
 QuantizedKVCache::QuantizedKVCache(int64_t num_layers, int64_t batch, int64_t kv_heads, int64_t head_dim,
                                    const QuantizedCacheOptions& quantization, const at::TensorOptions& options,
                                    int64_t decode_query_heads)
@@ -114,18 +146,9 @@ CachedKV QuantizedKVCache::update(int64_t layer_index, const at::Tensor& keys, c
   layer.recent_values = at::cat({layer.recent_values, values}, 2);
   layer.positions = at::cat({layer.positions, positions}, 1);
   if (keys.size(2) == 1 && decode_query_heads_ > 0 && layer.quantized_tokens > 0) {
-    auto inputs = std::make_shared<kernels::QuantizedDecodeInputs>();
-    inputs->bits = quantization_.bits;
-    inputs->group = quantization_.group_size;
-    inputs->key_codes = layer.keys.codes;
-    inputs->key_scale = layer.keys.scale;
-    inputs->key_minimum = layer.keys.minimum;
-    inputs->value_codes = layer.values.codes;
-    inputs->value_scale = layer.values.scale;
-    inputs->value_minimum = layer.values.minimum;
-    inputs->recent_keys = layer.recent_keys;
-    inputs->recent_values = layer.recent_values;
-    inputs->positions = layer.positions;
+    auto inputs = std::make_shared<kernels::QuantizedDecodeInputs>(
+        quantized_decode_inputs(layer.keys, layer.values, layer.recent_keys, layer.recent_values, layer.positions,
+                                quantization_.bits, quantization_.group_size));
     if (kernels::quantized_decode_supported(*inputs, decode_query_heads_)) {
       CachedKV kv{layer.recent_keys, layer.recent_values, layer.positions};
       kv.quantized = std::move(inputs);

@@ -75,4 +75,16 @@ at::Tensor dequantize_keys_per_channel(const QuantizedBlock& block, int64_t bits
 at::Tensor dequantize_values_per_token(const QuantizedBlock& block, int64_t bits, int64_t group_size,
                                        at::ScalarType dtype);
 
+// The decode kernel's view of a layer: `keys` / `values` quantized as above (keys grouped per `group` tokens), then
+// the bf16 recent window; positions [batch, quantized + recent].
+kernels::QuantizedDecodeInputs quantized_decode_inputs(const QuantizedBlock& keys, const QuantizedBlock& values,
+                                                       const at::Tensor& recent_keys, const at::Tensor& recent_values,
+                                                       const at::Tensor& positions, int64_t bits, int64_t group);
+
+// Keys and values [batch, kv_heads, tokens, head_dim] quantized up to `quantized` tokens (a multiple of `group`), the
+// rest kept as the recent window: the layout QuantizedKVCache holds, for benchmarks and tests.
+kernels::QuantizedDecodeInputs quantize_for_decode(const at::Tensor& keys, const at::Tensor& values,
+                                                   const at::Tensor& positions, int64_t quantized, int64_t bits,
+                                                   int64_t group);
+
 }  // namespace kvforge

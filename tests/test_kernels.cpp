@@ -282,28 +282,6 @@ INSTANTIATE_TEST_SUITE_P(
                       LowRankCase{8, 4095, 32, 4, 128, 256, 256}, LowRankCase{1, 32768, 32, 4, 128, 256, 128},
                       LowRankCase{1, 131040, 32, 8, 128, 128, 256}, LowRankCase{16, 16384, 32, 3, 64, 30, 34}));
 
-// A KIVI layout built by the runtime's own quantizers (runtime/quantized_kv_cache.h) from keys and values of
-// `quantized + recent` tokens: the first `quantized` as codes, the rest in the recent window.
-kernels::QuantizedDecodeInputs quantized_inputs(const at::Tensor& keys, const at::Tensor& values,
-                                                const at::Tensor& positions, int64_t quantized, int64_t bits,
-                                                int64_t group) {
-  kernels::QuantizedDecodeInputs in;
-  in.bits = bits;
-  in.group = group;
-  const int64_t slots = keys.size(2);
-  if (quantized > 0) {
-    std::vector<int64_t> grouped{keys.size(0), keys.size(1), quantized / group, group, keys.size(3)};
-    const QuantizedBlock k = quantize_keys_per_channel(keys.narrow(2, 0, quantized).reshape(grouped), bits);
-    const QuantizedBlock v = quantize_values_per_token(values.narrow(2, 0, quantized), bits, group);
-    in.key_codes = k.codes, in.key_scale = k.scale, in.key_minimum = k.minimum;
-    in.value_codes = v.codes, in.value_scale = v.scale, in.value_minimum = v.minimum;
-  }
-  in.recent_keys = keys.narrow(2, quantized, slots - quantized).contiguous();
-  in.recent_values = values.narrow(2, quantized, slots - quantized).contiguous();
-  in.positions = positions;
-  return in;
-}
-
 // The kernel's reference unpacks codes as the runtime's dequantizers do: both give the same attention.
 TEST(QuantizedDecodeAttention, ReferenceMatchesTheRuntimesDequantization) {
   at::manual_seed(8);
@@ -313,7 +291,7 @@ TEST(QuantizedDecodeAttention, ReferenceMatchesTheRuntimesDequantization) {
     at::Tensor values = at::randn({batch, kv_heads, quantized + recent, dim});
     at::Tensor positions = at::arange(quantized + recent, at::kLong).unsqueeze(0).repeat({batch, 1});
     positions[1].narrow(0, 0, 5).fill_(-1);  // left padding
-    const kernels::QuantizedDecodeInputs in = quantized_inputs(keys, values, positions, quantized, bits, group);
+    const kernels::QuantizedDecodeInputs in = quantize_for_decode(keys, values, positions, quantized, bits, group);
     at::Tensor q = at::randn({batch, heads, 1, dim});
     const at::Tensor dequantized_keys = at::cat(
         {dequantize_keys_per_channel({in.key_codes, in.key_scale, in.key_minimum}, bits, at::kDouble).flatten(2, 3),
@@ -349,7 +327,7 @@ TEST_P(QuantizedDecodeGpu, MatchesFloat64Reference) {
   at::Tensor positions = at::arange(slots, at::kLong).unsqueeze(0).repeat({batch, 1});
   if (batch > 1) positions[batch - 1].narrow(0, 0, std::min<int64_t>(slots, 19)).fill_(-1);  // left padding
   const kernels::QuantizedDecodeInputs in =
-      quantized_inputs(keys, values, positions.cuda(), quantized, bits, scale_group);
+      quantize_for_decode(keys, values, positions.cuda(), quantized, bits, scale_group);
   ASSERT_TRUE(kernels::quantized_decode_supported(in, heads));
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
   at::Tensor out = at::full({batch, heads, 1, head_dim}, std::nan(""), bf16);  // poisoned
