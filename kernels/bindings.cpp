@@ -20,6 +20,23 @@
 
 namespace kvforge::kernels {
 
+namespace {
+
+bool aligned_16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
+
+}  // namespace
+
+#ifdef KVFORGE_HAVE_CUDA
+namespace {
+
+void check_launch(cudaError_t status, const char* kernel) {
+  if (status != cudaSuccess)
+    throw std::runtime_error(std::string(kernel) + " launch failed: " + cudaGetErrorString(status));
+}
+
+}  // namespace
+#endif
+
 bool rms_norm_supported(const at::Tensor& x, const at::Tensor& weight) {
 #ifdef KVFORGE_HAVE_CUDA
   const bool needs_grad = at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad());
@@ -45,8 +62,7 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
                                                   reinterpret_cast<const uint16_t*>(weight.data_ptr()),
                                                   reinterpret_cast<uint16_t*>(out.data_ptr()), rows, dim,
                                                   static_cast<float>(eps), stream);
-  if (status != cudaSuccess)
-    throw std::runtime_error(std::string("rms_norm launch failed: ") + cudaGetErrorString(status));
+  check_launch(status, "rms_norm");
   return out;
 #else
   return x;
@@ -77,29 +93,78 @@ DecodeAttentionShape decode_shape(const at::Tensor& q, const at::Tensor& k) {
 
 }  // namespace
 
-bool decode_attention_supported(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                const at::Tensor& positions) {
-#ifdef KVFORGE_HAVE_CUDA
-  if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4 || q.size(2) != 1) return false;
+namespace {
+
+// K/V rows the decode kernel can read for `batch` sequences: bf16 on `device`, [batch, n, slots, head_dim] with rows
+// contiguous and 16-byte aligned (a view of a larger buffer is fine), positions [batch, slots] or [batch, n, slots]
+// int64, no gradient.
+bool kv_rows_readable(const at::Tensor& k, const at::Tensor& v, const at::Tensor& positions, int64_t batch,
+                      int64_t head_dim, const at::Device& device) {
+  if (k.dim() != 4 || v.dim() != 4) return false;
   if (positions.dim() != 2 && !(positions.dim() == 3 && positions.size(1) == k.size(1))) return false;
-  const bool needs_grad = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
-  const int64_t head_dim = q.size(3);
-  auto aligned = [](const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; };
+  const bool needs_grad = at::GradMode::is_enabled() && (k.requires_grad() || v.requires_grad());
   auto rows_contiguous = [&](const at::Tensor& t) {
     return t.stride(3) == 1 && t.stride(2) == head_dim && t.stride(1) % 8 == 0 && t.stride(0) % 8 == 0;
   };
-  return !needs_grad && q.is_cuda() && k.device() == q.device() && v.device() == q.device() &&
-         positions.device() == q.device() && q.scalar_type() == at::kBFloat16 && k.scalar_type() == at::kBFloat16 &&
-         v.scalar_type() == at::kBFloat16 && positions.scalar_type() == at::kLong && q.is_contiguous() &&
-         k.sizes() == v.sizes() && k.strides() == v.strides() && k.size(0) == q.size(0) && k.size(3) == head_dim &&
-         q.size(1) % k.size(1) == 0 && decode_attention_supported(head_dim, q.size(1) / k.size(1)) &&
-         rows_contiguous(k) && aligned(k) && aligned(v) && aligned(q) && positions.size(0) == q.size(0) &&
+  return !needs_grad && k.device() == device && v.device() == device && positions.device() == device &&
+         k.scalar_type() == at::kBFloat16 && v.scalar_type() == at::kBFloat16 && positions.scalar_type() == at::kLong &&
+         k.sizes() == v.sizes() && k.strides() == v.strides() && k.size(0) == batch && k.size(3) == head_dim &&
+         rows_contiguous(k) && aligned_16(k) && aligned_16(v) && positions.size(0) == batch &&
          positions.size(-1) == k.size(2) && positions.stride(-1) == 1;
+}
+
+// One query token per sequence, bf16 on a GPU, contiguous and aligned, no gradient.
+bool decode_query_readable(const at::Tensor& q) {
+  const bool needs_grad = at::GradMode::is_enabled() && q.requires_grad();
+  return !needs_grad && q.dim() == 4 && q.size(2) == 1 && q.is_cuda() && q.scalar_type() == at::kBFloat16 &&
+         q.is_contiguous() && aligned_16(q);
+}
+
+}  // namespace
+
+bool decode_attention_supported(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const at::Tensor& positions) {
+#ifdef KVFORGE_HAVE_CUDA
+  return decode_query_readable(q) && kv_rows_readable(k, v, positions, q.size(0), q.size(3), q.device()) &&
+         q.size(1) % k.size(1) == 0 && decode_attention_supported(q.size(3), q.size(1) / k.size(1));
 #else
   (void)q, (void)k, (void)v, (void)positions;
   return false;
 #endif
 }
+
+namespace {
+
+#ifdef KVFORGE_HAVE_CUDA
+// What both decode launches share: the query, the output, the window, the chunking and its workspace. `busy_heads`:
+// the KV heads that hold about shape.slots slots (the others end early), so the chunking fills the GPU with them.
+DecodeAttentionParams decode_params(const at::Tensor& q, const DecodeAttentionShape& shape, int64_t busy_heads,
+                                    double scale, const DecodeMaskWindow& window, const at::Tensor& out, int64_t splits,
+                                    at::Tensor& workspace, at::Tensor& query_positions, const char* caller) {
+  DecodeAttentionParams params;
+  params.shape = shape;
+  DecodeAttentionShape busy = shape;
+  busy.kv_heads = std::max<int64_t>(busy_heads, 1);
+  params.splits = splits > 0 ? static_cast<int>(std::min(splits, shape.slots))
+                             : decode_attention_splits(
+                                   busy, at::cuda::getDeviceProperties(q.device().index())->multiProcessorCount);
+  workspace = at::empty({decode_attention_workspace_floats(shape, params.splits)}, q.options().dtype(at::kFloat));
+  params.q = reinterpret_cast<const uint16_t*>(q.data_ptr());
+  if (window.window > 0) {
+    query_positions = window.query_positions.to(q.device(), at::kLong).contiguous();
+    if (query_positions.numel() != shape.batch)
+      throw std::invalid_argument(std::string(caller) + ": query_positions must hold one position per sequence");
+    params.query_positions = query_positions.data_ptr<int64_t>();
+    params.window = DecodeWindow{window.sink, window.window};
+  }
+  params.out = reinterpret_cast<uint16_t*>(out.data_ptr());
+  params.scale = static_cast<float>(scale);
+  params.workspace = workspace.data_ptr<float>();
+  return params;
+}
+#endif
+
+}  // namespace
 
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& positions,
                             double scale, const DecodeMaskWindow& window, at::Tensor out, int64_t splits) {
@@ -108,15 +173,9 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
 #ifdef KVFORGE_HAVE_CUDA
   if (!out.defined()) out = at::empty_like(q);
   const DecodeAttentionShape shape = decode_shape(q, k);
-  const int device = q.device().index();
-  DecodeAttentionParams params;
-  params.shape = shape;
-  params.splits = splits > 0
-                      ? static_cast<int>(std::min(splits, shape.slots))
-                      : decode_attention_splits(shape, at::cuda::getDeviceProperties(device)->multiProcessorCount);
-  at::Tensor workspace =
-      at::empty({decode_attention_workspace_floats(shape, params.splits)}, q.options().dtype(at::kFloat));
-  params.q = reinterpret_cast<const uint16_t*>(q.data_ptr());
+  at::Tensor workspace, query_positions;
+  DecodeAttentionParams params = decode_params(q, shape, shape.kv_heads, scale, window, out, splits, workspace,
+                                               query_positions, "kernels::decode_attention");
   params.k = reinterpret_cast<const uint16_t*>(k.data_ptr());
   params.v = reinterpret_cast<const uint16_t*>(v.data_ptr());
   params.batch_stride = k.stride(0);
@@ -124,25 +183,110 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
   params.positions = positions.data_ptr<int64_t>();
   params.positions_stride = positions.stride(0);
   params.positions_head_stride = positions.dim() == 3 ? positions.stride(1) : 0;
-  at::Tensor query_positions;
-  if (window.window > 0) {
-    query_positions = window.query_positions.to(q.device(), at::kLong).contiguous();
-    if (query_positions.numel() != shape.batch)
-      throw std::invalid_argument("kernels::decode_attention: query_positions must hold one position per sequence");
-    params.query_positions = query_positions.data_ptr<int64_t>();
-    params.window = DecodeWindow{window.sink, window.window};
-  }
-  params.out = reinterpret_cast<uint16_t*>(out.data_ptr());
-  params.scale = static_cast<float>(scale);
-  params.workspace = workspace.data_ptr<float>();
-  cudaError_t status = launch_decode_attention_bf16(params, at::cuda::getCurrentCUDAStream(device));
-  if (status != cudaSuccess)
-    throw std::runtime_error(std::string("decode_attention launch failed: ") + cudaGetErrorString(status));
+  check_launch(launch_decode_attention_bf16(params, at::cuda::getCurrentCUDAStream(q.device().index())),
+               "decode_attention");
   return out;
 #else
   (void)scale, (void)window, (void)splits;
   return out;
 #endif
+}
+
+namespace {
+
+int64_t parts_kv_heads(const DecodeHeadParts& parts) {
+  int64_t heads = 0;
+  for (const DecodeHeadPart& part : parts) heads += static_cast<int64_t>(part.heads.size());
+  return heads;
+}
+
+int64_t parts_slots(const DecodeHeadParts& parts) {
+  int64_t slots = 0;
+  for (const DecodeHeadPart& part : parts) slots = std::max(slots, part.keys.size(2));
+  return slots;
+}
+
+}  // namespace
+
+bool decode_by_head_supported(const DecodeHeadParts& parts, int64_t query_heads) {
+#ifdef KVFORGE_HAVE_CUDA
+  const int64_t kv_heads = parts_kv_heads(parts);
+  if (parts.empty() || kv_heads == 0 || kv_heads > kMaxDecodeTableHeads || query_heads % kv_heads != 0) return false;
+  const at::Tensor& first = parts.front().keys;
+  if (first.dim() != 4 || !first.is_cuda()) return false;
+  std::vector<int> covered(static_cast<size_t>(kv_heads), 0);
+  for (const DecodeHeadPart& part : parts) {
+    if (!kv_rows_readable(part.keys, part.values, part.positions, first.size(0), first.size(3), first.device()) ||
+        part.positions.dim() != 2 || part.keys.size(1) != static_cast<int64_t>(part.heads.size()))
+      return false;
+    for (int64_t head : part.heads)
+      if (head < 0 || head >= kv_heads || covered[static_cast<size_t>(head)]++ > 0) return false;
+  }
+  return decode_attention_supported(first.size(3), query_heads / kv_heads);
+#else
+  (void)parts, (void)query_heads;
+  return false;
+#endif
+}
+
+at::Tensor decode_attention_by_head(const at::Tensor& q, const DecodeHeadParts& parts, double scale,
+                                    const DecodeMaskWindow& window, at::Tensor out, int64_t splits) {
+  if (!decode_by_head_supported(parts, q.dim() == 4 ? q.size(1) : 0) || !decode_query_readable(q) ||
+      q.size(0) != parts.front().keys.size(0) || q.size(3) != parts.front().keys.size(3) ||
+      q.device() != parts.front().keys.device())
+    throw std::invalid_argument("kernels::decode_attention_by_head: unsupported tensors");
+#ifdef KVFORGE_HAVE_CUDA
+  if (!out.defined()) out = at::empty_like(q);
+  DecodeAttentionShape shape;
+  shape.batch = q.size(0);
+  shape.heads = q.size(1);
+  shape.kv_heads = parts_kv_heads(parts);
+  shape.head_dim = q.size(3);
+  shape.slots = parts_slots(parts);
+  DecodeHeadTable table;
+  int64_t busy_heads = 0;
+  for (const DecodeHeadPart& part : parts) {
+    for (size_t i = 0; i < part.heads.size(); ++i) {
+      const auto offset = static_cast<int64_t>(i) * part.keys.stride(1);
+      DecodeHeadSource& source = table.heads[part.heads[i]];
+      source.k = reinterpret_cast<const uint16_t*>(part.keys.data_ptr()) + offset;
+      source.v = reinterpret_cast<const uint16_t*>(part.values.data_ptr()) + offset;
+      source.positions = part.positions.data_ptr<int64_t>();
+      source.batch_stride = part.keys.stride(0);
+      source.positions_stride = part.positions.stride(0);
+      source.slots = part.keys.size(2);
+    }
+    if (2 * part.keys.size(2) >= shape.slots) busy_heads += static_cast<int64_t>(part.heads.size());
+  }
+  at::Tensor workspace, query_positions;
+  const DecodeAttentionParams params = decode_params(q, shape, busy_heads, scale, window, out, splits, workspace,
+                                                     query_positions, "kernels::decode_attention_by_head");
+  check_launch(launch_decode_attention_by_head_bf16(params, table, at::cuda::getCurrentCUDAStream(q.device().index())),
+               "decode_attention_by_head");
+  return out;
+#else
+  (void)scale, (void)window, (void)splits;
+  return out;
+#endif
+}
+
+at::Tensor decode_attention_by_head_reference(const at::Tensor& q, const DecodeHeadParts& parts, double scale,
+                                              const DecodeMaskWindow& window) {
+  // The parts assembled into one per-head view, slots a head lacks at position -1.
+  const int64_t batch = q.size(0), kv_heads = parts_kv_heads(parts), slots = parts_slots(parts);
+  const auto doubles = at::TensorOptions().dtype(at::kDouble);
+  at::Tensor keys = at::zeros({batch, kv_heads, slots, q.size(3)}, doubles);
+  at::Tensor values = at::zeros_like(keys);
+  at::Tensor positions = at::full({batch, kv_heads, slots}, -1, doubles.dtype(at::kLong));
+  for (const DecodeHeadPart& part : parts) {
+    for (size_t i = 0; i < part.heads.size(); ++i) {
+      const int64_t head = part.heads[i], held = part.keys.size(2);
+      keys.select(1, head).narrow(1, 0, held).copy_(part.keys.select(1, static_cast<int64_t>(i)));
+      values.select(1, head).narrow(1, 0, held).copy_(part.values.select(1, static_cast<int64_t>(i)));
+      positions.select(1, head).narrow(1, 0, held).copy_(part.positions);
+    }
+  }
+  return decode_attention_reference(q, keys, values, positions, scale, window);
 }
 
 at::Tensor decode_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -194,7 +338,7 @@ bool quantized_decode_supported(const QuantizedDecodeInputs& in, int64_t query_h
     return false;
   auto fits = [&](const at::Tensor& t, at::ScalarType dtype, std::vector<int64_t> sizes) {
     return t.defined() && t.device() == keys.device() && t.scalar_type() == dtype && t.is_contiguous() &&
-           t.sizes().vec() == sizes && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+           t.sizes().vec() == sizes && aligned_16(t);
   };
   const int64_t recent = keys.size(2), packed = head_dim * in.bits / 8;
   bool ok = fits(in.recent_keys, at::kBFloat16, {batch, kv_heads, recent, head_dim}) &&
@@ -217,7 +361,7 @@ bool quantized_decode_supported(const QuantizedDecodeInputs& in, int64_t query_h
 }
 
 at::Tensor quantized_decode_attention(const at::Tensor& q, const QuantizedDecodeInputs& in, double scale,
-                                      at::Tensor out, int64_t splits) {
+                                      at::Tensor out, int64_t splits, bool tensor_cores) {
   if (q.dim() != 4 || q.size(2) != 1 || !quantized_decode_supported(in, q.size(1)) || !q.is_contiguous() ||
       q.device() != in.recent_keys.device() || q.scalar_type() != at::kBFloat16 ||
       q.size(0) != in.recent_keys.size(0) || q.size(3) != in.recent_keys.size(3))
@@ -240,6 +384,7 @@ at::Tensor quantized_decode_attention(const at::Tensor& q, const QuantizedDecode
   };
   auto bytes = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<uint8_t>() : nullptr; };
   params.q = reinterpret_cast<const uint16_t*>(q.data_ptr());
+  params.tensor_cores = tensor_cores;
   params.bits = static_cast<int>(in.bits);
   params.group = static_cast<int>(in.group);
   params.quantized = quantized;
@@ -258,11 +403,10 @@ at::Tensor quantized_decode_attention(const at::Tensor& q, const QuantizedDecode
   params.scale = static_cast<float>(scale);
   params.workspace = workspace.data_ptr<float>();
   cudaError_t status = launch_quantized_decode_attention_bf16(params, at::cuda::getCurrentCUDAStream(device));
-  if (status != cudaSuccess)
-    throw std::runtime_error(std::string("quantized_decode_attention launch failed: ") + cudaGetErrorString(status));
+  check_launch(status, "quantized_decode_attention");
   return out;
 #else
-  (void)scale, (void)splits;
+  (void)scale, (void)splits, (void)tensor_cores;
   return out;
 #endif
 }
@@ -372,8 +516,7 @@ at::Tensor low_rank_decode_attention(const at::Tensor& q, const LowRankDecodeInp
   params.scale = static_cast<float>(scale);
   params.workspace = workspace.data_ptr<float>();
   cudaError_t status = launch_low_rank_decode_attention_bf16(params, at::cuda::getCurrentCUDAStream(device));
-  if (status != cudaSuccess)
-    throw std::runtime_error(std::string("low_rank_decode_attention launch failed: ") + cudaGetErrorString(status));
+  check_launch(status, "low_rank_decode_attention");
   return out;
 #else
   (void)scale, (void)splits;
@@ -493,8 +636,7 @@ at::Tensor hybrid_decode_step(HybridDecodeTensors& state, const HybridDecodeToke
     fill(step);
     status = launch_hybrid_decode_step_bf16(step, stream);
   }
-  if (status != cudaSuccess)
-    throw std::runtime_error(std::string("hybrid_decode_step launch failed: ") + cudaGetErrorString(status));
+  check_launch(status, "hybrid_decode_step");
   return out;
 #else
   return at::Tensor();

@@ -2,6 +2,8 @@
 // The one place where kernels meet LibTorch: tensor checks, dtype dispatch, stream selection.
 #include <ATen/ATen.h>
 
+#include <vector>
+
 namespace kvforge::kernels {
 
 // True when the CUDA kernel can serve this call: built with CUDA, x on a GPU, contiguous, fp32 or
@@ -38,6 +40,29 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
 // The float64 CPU reference on any tensors of those shapes (returns float64 on the CPU).
 at::Tensor decode_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                       const at::Tensor& positions, double scale, const DecodeMaskWindow& window = {});
+
+// A layer whose KV heads sit in different buffers (MixedHeadKVCache: full heads in a growing buffer, streaming heads
+// in a sink + window ring), attended in one launch: each part holds some of the layer's KV heads.
+struct DecodeHeadPart {
+  at::Tensor keys, values;     // [batch, n, slots, head_dim], rows contiguous (a view of a larger buffer is fine)
+  at::Tensor positions;        // [batch, slots] int64, -1 = empty
+  std::vector<int64_t> heads;  // the layer's KV head held at each of the n
+};
+using DecodeHeadParts = std::vector<DecodeHeadPart>;
+
+// True when the kernel can serve `query_heads` query heads over the parts: each part's tensors as
+// decode_attention_supported wants them (positions [batch, slots]), every KV head in exactly one part, at most 64 KV
+// heads, 1 to 8 query heads per KV head.
+bool decode_by_head_supported(const DecodeHeadParts& parts, int64_t query_heads);
+
+// decode_attention over the parts (q as decode_attention wants it): each KV head reads its own part's slots only,
+// so heads that hold a short window cost what they hold.
+at::Tensor decode_attention_by_head(const at::Tensor& q, const DecodeHeadParts& parts, double scale,
+                                    const DecodeMaskWindow& window = {}, at::Tensor out = {}, int64_t splits = 0);
+
+// The float64 reference: the parts assembled into one per-head view, then decode_attention_reference.
+at::Tensor decode_attention_by_head_reference(const at::Tensor& q, const DecodeHeadParts& parts, double scale,
+                                              const DecodeMaskWindow& window = {});
 
 // CSKV's bi-branch cache as the low-rank decode kernel reads it (kernels/low_rank_decode_attention.h): latents
 // of every token before RoPE, the first `latent_tokens` attended from them, then the exact window after RoPE.
@@ -84,9 +109,10 @@ struct QuantizedDecodeInputs {
 bool quantized_decode_supported(const QuantizedDecodeInputs& inputs, int64_t query_heads);
 
 // q: [batch, heads, 1, head_dim] bf16 after RoPE, contiguous, no gradient. Returns [batch, heads, 1, head_dim] bf16
-// (into `out` when given); `splits` > 0 overrides the chunks per sequence.
+// (into `out` when given); `splits` > 0 overrides the chunks per sequence. The tensor-core kernel serves groups of at
+// least 16 and head_dim / 8; `tensor_cores` false forces the CUDA-core one (benchmarks and tests compare them).
 at::Tensor quantized_decode_attention(const at::Tensor& q, const QuantizedDecodeInputs& inputs, double scale,
-                                      at::Tensor out = {}, int64_t splits = 0);
+                                      at::Tensor out = {}, int64_t splits = 0, bool tensor_cores = true);
 
 // The float64 CPU reference: the codes dequantized in float64, then decode_attention_reference.
 at::Tensor quantized_decode_attention_reference(const at::Tensor& q, const QuantizedDecodeInputs& inputs, double scale);

@@ -13,6 +13,30 @@ namespace {
 constexpr int kThreads = 128;   // 4 warps per (sequence, KV head, chunk)
 constexpr int kMinChunk = 256;  // keys per chunk at least, so the merge stays cheap
 
+// One KV head's slots of one sequence, as the chunk kernel reads them.
+struct HeadRows {
+  const __nv_bfloat16* k;
+  const __nv_bfloat16* v;
+  const int64_t* positions;
+  int64_t slots;
+};
+
+struct SharedBuffer {};  // every KV head in the params' one buffer
+
+__device__ inline HeadRows head_rows(const DecodeAttentionParams& p, const SharedBuffer&, int64_t b, int64_t kv_head) {
+  const int64_t offset = b * p.batch_stride + kv_head * p.head_stride;
+  return {reinterpret_cast<const __nv_bfloat16*>(p.k) + offset, reinterpret_cast<const __nv_bfloat16*>(p.v) + offset,
+          p.positions + b * p.positions_stride + kv_head * p.positions_head_stride, p.shape.slots};
+}
+
+__device__ inline HeadRows head_rows(const DecodeAttentionParams& p, const DecodeHeadTable& table, int64_t b,
+                                     int64_t kv_head) {
+  const DecodeHeadSource& source = table.heads[kv_head];
+  return {reinterpret_cast<const __nv_bfloat16*>(source.k) + b * source.batch_stride,
+          reinterpret_cast<const __nv_bfloat16*>(source.v) + b * source.batch_stride,
+          source.positions + b * source.positions_stride, min(source.slots, p.shape.slots)};
+}
+
 // Per (sequence, KV head, chunk): for each of the GROUP query heads, the unnormalised output over the
 // chunk's keys plus its softmax max and sum, written to the workspace for merge_chunk_partials.
 //
@@ -20,8 +44,11 @@ constexpr int kMinChunk = 256;  // keys per chunk at least, so the merge stays c
 // with 16-byte loads (8 channels per lane), so a warp covers 32/(HEAD_DIM/8) keys at once and each lane
 // keeps its 8 channels of every query head, of the running output and of the loaded rows in registers.
 // kUnroll rows per team are loaded before any is used, to keep enough bytes in flight.
-template <int HEAD_DIM, int GROUP>
-__global__ void __launch_bounds__(kThreads) decode_chunk_kernel(DecodeAttentionParams p, int64_t chunk) {
+// Sources: SharedBuffer, or a DecodeHeadTable (a __grid_constant__ parameter, so indexing it by head reads the
+// parameter space instead of copying the table to every thread).
+template <int HEAD_DIM, int GROUP, typename Sources>
+__global__ void __launch_bounds__(kThreads)
+    decode_chunk_kernel(const DecodeAttentionParams p, int64_t chunk, const __grid_constant__ Sources sources) {
   constexpr int kTeamLanes = HEAD_DIM / 8;
   constexpr int kTeamsPerWarp = 32 / kTeamLanes;
   constexpr int kTeams = kThreads / 32 * kTeamsPerWarp;
@@ -29,7 +56,13 @@ __global__ void __launch_bounds__(kThreads) decode_chunk_kernel(DecodeAttentionP
   const DecodeAttentionShape& shape = p.shape;
   const int split = blockIdx.x;
   const int64_t b = blockIdx.y / shape.kv_heads, kv_head = blockIdx.y % shape.kv_heads;
-  const int64_t begin = split * chunk, end = min(begin + chunk, shape.slots);
+  const HeadRows rows = head_rows(p, sources, b, kv_head);
+  const int64_t begin = split * chunk, end = min(begin + chunk, rows.slots);
+  if (begin >= end) {
+    post_empty_chunk<GROUP>(p.workspace, shape.batch * shape.heads, p.splits, split, b * shape.heads + kv_head * GROUP,
+                            HEAD_DIM);
+    return;
+  }
   const int lane = threadIdx.x % 32, team = threadIdx.x / kTeamLanes, channel = (lane % kTeamLanes) * 8;
 
   float query[GROUP][8], out[GROUP][8], running_max[GROUP], running_sum[GROUP];
@@ -37,11 +70,9 @@ __global__ void __launch_bounds__(kThreads) decode_chunk_kernel(DecodeAttentionP
       reinterpret_cast<const __nv_bfloat16*>(p.q) + (b * shape.heads + kv_head * GROUP) * HEAD_DIM;
   start_query_group<HEAD_DIM, GROUP>(q_rows, channel, p.scale, query, out, running_max, running_sum);
 
-  const __nv_bfloat16* k_base =
-      reinterpret_cast<const __nv_bfloat16*>(p.k) + b * p.batch_stride + kv_head * p.head_stride + channel;
-  const __nv_bfloat16* v_base =
-      reinterpret_cast<const __nv_bfloat16*>(p.v) + b * p.batch_stride + kv_head * p.head_stride + channel;
-  const int64_t* positions = p.positions + b * p.positions_stride + kv_head * p.positions_head_stride;
+  const __nv_bfloat16* k_base = rows.k + channel;
+  const __nv_bfloat16* v_base = rows.v + channel;
+  const int64_t* positions = rows.positions;
   const DecodeWindow window = p.window;
   const int64_t query_position = window.window > 0 ? p.query_positions[b] : 0;
 
@@ -110,20 +141,33 @@ __global__ void merge_chunk_partials(const float* workspace, int64_t rows, int s
 
 namespace {
 
-template <int HEAD_DIM, int GROUP>
-cudaError_t launch_for(const DecodeAttentionParams& p, cudaStream_t stream) {
+template <int HEAD_DIM, int GROUP, typename Sources>
+cudaError_t launch_for(const DecodeAttentionParams& p, const Sources& sources, cudaStream_t stream) {
   const int64_t chunk = (p.shape.slots + p.splits - 1) / p.splits;
   const dim3 grid(static_cast<unsigned>(p.splits), static_cast<unsigned>(p.shape.batch * p.shape.kv_heads));
-  decode_chunk_kernel<HEAD_DIM, GROUP><<<grid, kThreads, 0, stream>>>(p, chunk);
+  decode_chunk_kernel<HEAD_DIM, GROUP, Sources><<<grid, kThreads, 0, stream>>>(p, chunk, sources);
   merge_chunk_partials<<<static_cast<unsigned>(p.shape.batch * p.shape.heads), HEAD_DIM, 0, stream>>>(
       p.workspace, p.shape.batch * p.shape.heads, p.splits, HEAD_DIM, reinterpret_cast<__nv_bfloat16*>(p.out));
   return cudaGetLastError();
 }
 
-template <int HEAD_DIM>
-cudaError_t launch_for_dim(const DecodeAttentionParams& p, cudaStream_t stream) {
+template <int HEAD_DIM, typename Sources>
+cudaError_t launch_for_dim(const DecodeAttentionParams& p, const Sources& sources, cudaStream_t stream) {
   return dispatch_group(p.shape.heads / p.shape.kv_heads,
-                        [&](auto group) { return launch_for<HEAD_DIM, decltype(group)::value>(p, stream); });
+                        [&](auto group) { return launch_for<HEAD_DIM, decltype(group)::value>(p, sources, stream); });
+}
+
+template <typename Sources>
+cudaError_t launch_decode(const DecodeAttentionParams& params, const Sources& sources, cudaStream_t stream) {
+  if (params.shape.batch == 0 || params.shape.slots == 0) return cudaSuccess;
+  switch (params.shape.head_dim) {
+    case 64:
+      return launch_for_dim<64>(params, sources, stream);
+    case 128:
+      return launch_for_dim<128>(params, sources, stream);
+    default:
+      return cudaErrorInvalidValue;
+  }
 }
 
 }  // namespace
@@ -147,15 +191,13 @@ int64_t decode_attention_workspace_floats(const DecodeAttentionShape& shape, int
 }
 
 cudaError_t launch_decode_attention_bf16(const DecodeAttentionParams& params, cudaStream_t stream) {
-  if (params.shape.batch == 0 || params.shape.slots == 0) return cudaSuccess;
-  switch (params.shape.head_dim) {
-    case 64:
-      return launch_for_dim<64>(params, stream);
-    case 128:
-      return launch_for_dim<128>(params, stream);
-    default:
-      return cudaErrorInvalidValue;
-  }
+  return launch_decode(params, SharedBuffer{}, stream);
+}
+
+cudaError_t launch_decode_attention_by_head_bf16(const DecodeAttentionParams& params, const DecodeHeadTable& table,
+                                                 cudaStream_t stream) {
+  if (params.shape.kv_heads > kMaxDecodeTableHeads) return cudaErrorInvalidValue;
+  return launch_decode(params, table, stream);
 }
 
 }  // namespace kvforge::kernels

@@ -64,6 +64,31 @@ int decode_attention_splits(const DecodeAttentionShape& shape, int multiprocesso
 int64_t decode_attention_workspace_floats(const DecodeAttentionShape& shape, int splits);
 bool decode_attention_supported(int64_t head_dim, int64_t group);  // head_dim 64/128, group 1..8
 cudaError_t launch_decode_attention_bf16(const DecodeAttentionParams& params, cudaStream_t stream);
+
+// Where one KV head's slots live when the heads of a layer sit in different buffers (a mixed cache's full heads in
+// its growing buffer, its streaming heads in a sink + window ring): slot s of sequence b at
+//   k + b * batch_stride + s * head_dim,  position positions[b * positions_stride + s],
+// for s < min(slots, shape.slots). A short head's chunks past its slots end at once, so the launch costs what the
+// heads hold, not kv_heads × the longest.
+struct DecodeHeadSource {
+  const uint16_t* k = nullptr;
+  const uint16_t* v = nullptr;
+  const int64_t* positions = nullptr;
+  int64_t batch_stride = 0;
+  int64_t positions_stride = 0;
+  int64_t slots = 0;
+};
+
+// Passed to the kernel by value (no table upload per step): 64 heads × 48 bytes fit the parameter space.
+constexpr int kMaxDecodeTableHeads = 64;
+struct DecodeHeadTable {
+  DecodeHeadSource heads[kMaxDecodeTableHeads];
+};
+
+// As launch_decode_attention_bf16, with each KV head read from table.heads[h] (params' k, v, strides and positions
+// unused). shape.slots: the most slots any head holds.
+cudaError_t launch_decode_attention_by_head_bf16(const DecodeAttentionParams& params, const DecodeHeadTable& table,
+                                                 cudaStream_t stream);
 #endif
 
 }  // namespace kvforge::kernels

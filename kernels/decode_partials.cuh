@@ -84,27 +84,13 @@ __device__ void online_softmax_step(const float (&scores)[UNROLL][GROUP], Values
   }
 }
 
-// Called by every thread of a THREADS-thread block; `out`, `running_max`, `running_sum` are this lane's state for
-// its 8 channels (starting at `channel`) of each of GROUP query heads, shared by the TEAMS teams.
+// The TEAMS online-softmax states of a block (each team's maximum, sum and unnormalised output per query head, in
+// shared memory), merged into the chunk's partial output, maximum and sum per query head in the workspace. Called by
+// every thread of a THREADS-thread block after the states are written and synchronised.
 template <int HEAD_DIM, int GROUP, int TEAMS, int THREADS>
-__device__ void post_chunk_partials(const float (&out)[GROUP][8], const float (&running_max)[GROUP],
-                                    const float (&running_sum)[GROUP], int team, bool team_leader, int channel,
-                                    float* workspace, int64_t rows, int splits, int split, int64_t first_row) {
-  __shared__ float team_max[TEAMS][GROUP], team_sum[TEAMS][GROUP];
-  __shared__ __align__(16) float team_out[TEAMS][GROUP][HEAD_DIM];
-  if (team_leader) {
-#pragma unroll
-    for (int g = 0; g < GROUP; ++g) {
-      team_max[team][g] = running_max[g];
-      team_sum[team][g] = running_sum[g];
-    }
-  }
-#pragma unroll
-  for (int g = 0; g < GROUP; ++g)
-#pragma unroll
-    for (int e = 0; e < 8; ++e) team_out[team][g][channel + e] = out[g][e];
-  __syncthreads();
-
+__device__ void combine_team_partials(const float (&team_max)[TEAMS][GROUP], const float (&team_sum)[TEAMS][GROUP],
+                                      const float (&team_out)[TEAMS][GROUP][HEAD_DIM], float* workspace, int64_t rows,
+                                      int splits, int split, int64_t first_row) {
   float* partial_out = workspace;
   float* partial_max = partial_out + rows * splits * HEAD_DIM;
   float* partial_sum = partial_max + rows * splits;
@@ -127,6 +113,42 @@ __device__ void post_chunk_partials(const float (&out)[GROUP][8], const float (&
       partial_max[(first_row + g) * splits + split] = largest;
       partial_sum[(first_row + g) * splits + split] = total;
     }
+  }
+}
+
+// Called by every thread of a THREADS-thread block; `out`, `running_max`, `running_sum` are this lane's state for
+// its 8 channels (starting at `channel`) of each of GROUP query heads, shared by the TEAMS teams.
+template <int HEAD_DIM, int GROUP, int TEAMS, int THREADS>
+__device__ void post_chunk_partials(const float (&out)[GROUP][8], const float (&running_max)[GROUP],
+                                    const float (&running_sum)[GROUP], int team, bool team_leader, int channel,
+                                    float* workspace, int64_t rows, int splits, int split, int64_t first_row) {
+  __shared__ float team_max[TEAMS][GROUP], team_sum[TEAMS][GROUP];
+  __shared__ __align__(16) float team_out[TEAMS][GROUP][HEAD_DIM];
+  if (team_leader) {
+#pragma unroll
+    for (int g = 0; g < GROUP; ++g) {
+      team_max[team][g] = running_max[g];
+      team_sum[team][g] = running_sum[g];
+    }
+  }
+#pragma unroll
+  for (int g = 0; g < GROUP; ++g)
+#pragma unroll
+    for (int e = 0; e < 8; ++e) team_out[team][g][channel + e] = out[g][e];
+  __syncthreads();
+  combine_team_partials<HEAD_DIM, GROUP, TEAMS, THREADS>(team_max, team_sum, team_out, workspace, rows, splits, split,
+                                                         first_row);
+}
+
+// A chunk with no slots to read (past a short head's end): only its maximum, -inf, which the merge skips.
+template <int GROUP>
+__device__ void post_empty_chunk(float* workspace, int64_t rows, int splits, int split, int64_t first_row,
+                                 int head_dim) {
+  float* partial_max = workspace + rows * splits * head_dim;
+  float* partial_sum = partial_max + rows * splits;
+  if (threadIdx.x < GROUP) {
+    partial_max[(first_row + threadIdx.x) * splits + split] = -INFINITY;
+    partial_sum[(first_row + threadIdx.x) * splits + split] = 0.f;
   }
 }
 

@@ -6,6 +6,7 @@
 
 #include "kernels/group_dispatch.h"
 #include "kernels/low_rank_decode_attention.h"
+#include "kernels/mma_16816.cuh"
 
 namespace kvforge::kernels {
 namespace {
@@ -35,15 +36,6 @@ __device__ __forceinline__ float quads_sum(float value) {
 #pragma unroll
   for (int offset = 4; offset < 32; offset <<= 1) value += __shfl_xor_sync(0xffffffffu, value, offset);
   return value;
-}
-
-// D += A·B for one m16n8k16 tile: A 16×16 bf16 row-major, B 16×8 bf16 column-major, D 16×8 fp32.
-__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 int padded_rank(int64_t rank) { return static_cast<int>((rank + 15) / 16 * 16); }

@@ -28,7 +28,8 @@ std::unique_ptr<KVCache> make_cache(const CachePlan& plan, const ModelConfig& co
                                                 plan.quantization, options, windowed(config) ? 0 : config.num_heads);
     case CacheLayout::kMixedHeads:
       return std::make_unique<MixedHeadKVCache>(plan.heads.streaming, plan.heads.sink_tokens, plan.heads.recent_tokens,
-                                                batch, config.head_dim, capacity, options);
+                                                batch, config.head_dim, capacity, options,
+                                                windowed(config) ? 0 : config.num_heads);
     case CacheLayout::kLowRank:
       return std::make_unique<LowRankKVCache>(plan.low_rank.factors, plan.low_rank.options, batch, config.num_kv_heads,
                                               config.head_dim, rope_inverse_frequencies(config.rope, config.head_dim),

@@ -20,15 +20,18 @@ struct CachedKV {
   // below sink_tokens or within window_tokens of its own, so a streaming prefill equals streaming decode.
   int64_t sink_tokens = 0;
   int64_t window_tokens = 0;
-  // [kv_heads] bool, when defined: the sink + window rule applies to these heads only (mixed full and
-  // streaming heads in one layer, as RLKV and DuoAttention deploy them).
-  at::Tensor streaming_heads;
   // When set (CSKV on the GPU, one query per sequence): keys/values/positions hold only the exact window and the
   // older tokens are these latents, which attention reads with kernels::low_rank_decode_attention.
   std::shared_ptr<const kernels::LowRankDecodeInputs> low_rank;
   // When set (a KIVI cache on the GPU, one query per sequence): keys/values hold only the bf16 recent window and
   // attention reads the codes with kernels::quantized_decode_attention; positions cover every held token.
   std::shared_ptr<const kernels::QuantizedDecodeInputs> quantized;
+  // When set (mixed full and streaming heads in one layer, as RLKV and DuoAttention deploy them): keys/values/positions
+  // are undefined, the query heads of each part's KV heads attend that part's slots, and part `streaming_part` (if
+  // any) follows the sink + window rule above. Without a window (a decode step: every held slot visible) one
+  // kernels::decode_attention_by_head launch reads every part on the GPU.
+  std::shared_ptr<const kernels::DecodeHeadParts> head_parts;
+  int64_t streaming_part = -1;
 };
 
 class KVCache {

@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "kernels/bindings.h"
+#include "runtime/banded_attention.h"
 
 namespace kvforge {
 
@@ -76,8 +77,8 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeAngles& rope, c
   CachedKV kv = cache != nullptr ? cache->update(layer_index, k, v, positions) : CachedKV{k, v, positions};
   // Under causal_prefix, keys aligned with the queries (no cache, or one that returns exactly this step's slots, as
   // KV Prediction's predicted cache does in training) make a plain causal mask exact.
-  const bool aligned = cache == nullptr || (kv.keys.size(2) == tokens && kv.window_tokens == 0 &&
-                                            !kv.streaming_heads.defined() && !kv.low_rank && !kv.quantized);
+  const bool aligned = cache == nullptr || (!kv.head_parts && kv.keys.size(2) == tokens && kv.window_tokens == 0 &&
+                                            !kv.low_rank && !kv.quantized);
   auto softmax_attention = [&] {
     if (causal_prefix && aligned && sliding_window == 0 && x.is_cuda())
       return at::scaled_dot_product_attention(q, kv.keys, kv.values, /*attn_mask=*/{}, /*dropout_p=*/0.0,
@@ -103,7 +104,6 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeAngles& rope, c
       CachedKV streaming = kv;  // the same keys and values, seen through the sink + recent window
       streaming.sink_tokens = head_mixing->sink_tokens;
       streaming.window_tokens = head_mixing->recent_tokens;
-      streaming.streaming_heads = at::Tensor();
       out = head_mixing->mix(layer_index, out, attend(q, streaming, positions));
     }
   }
@@ -128,9 +128,15 @@ at::Tensor AttentionImpl::attend(const at::Tensor& q, const CachedKV& kv, const 
     return kernels::low_rank_decode_attention(q, *kv.low_rank, 1.0 / std::sqrt(static_cast<double>(head_dim)));
   if (kv.quantized)
     return kernels::quantized_decode_attention(q, *kv.quantized, 1.0 / std::sqrt(static_cast<double>(head_dim)));
+  if (kv.head_parts) {
+    if (q.size(2) == 1 && kv.window_tokens == 0 && sliding_window == 0 &&
+        kernels::decode_by_head_supported(*kv.head_parts, q.size(1)))
+      return kernels::decode_attention_by_head(q, *kv.head_parts, 1.0 / std::sqrt(static_cast<double>(head_dim)));
+    return attend_parts(q, kv, positions);
+  }
   // Decode (one query per sequence) over a cache: every held slot precedes the query, so the kernel
   // needs only slot validity plus at most one window (the cache's streaming one or the model's).
-  const bool one_window = (sliding_window == 0 || kv.window_tokens == 0) && !kv.streaming_heads.defined();
+  const bool one_window = sliding_window == 0 || kv.window_tokens == 0;
   if (q.size(2) == 1 && one_window && kernels::decode_attention_supported(q, kv.keys, kv.values, kv.positions)) {
     kernels::DecodeMaskWindow window;
     window.window = kv.window_tokens > 0 ? kv.window_tokens : sliding_window;
@@ -139,18 +145,36 @@ at::Tensor AttentionImpl::attend(const at::Tensor& q, const CachedKV& kv, const 
     return kernels::decode_attention(q, kv.keys, kv.values, kv.positions,
                                      1.0 / std::sqrt(static_cast<double>(head_dim)), window);
   }
-  at::Tensor mask =
-      attention_mask(positions, kv.positions, sliding_window, kv.sink_tokens, kv.window_tokens, kv.streaming_heads);
-  if (q.is_cuda() && q.size(2) > 1 && mask.size(1) == 1) {
-    // Prefill on CUDA: a fused kernel that takes the mask and never materialises [queries, keys] scores (the grouped
-    // path below holds them in fp32: 24 GB for 16 prompts of 8k tokens). K/V are repeated to the query heads because
-    // the memory-efficient kernel, the one that accepts a mask, has no grouped-query form.
-    const int64_t group = q.size(1) / kv.keys.size(1);
-    at::Tensor keys = group > 1 ? kv.keys.repeat_interleave(group, 1) : kv.keys;
-    at::Tensor values = group > 1 ? kv.values.repeat_interleave(group, 1) : kv.values;
-    return at::scaled_dot_product_attention(q, keys, values, mask, /*dropout_p=*/0.0, /*is_causal=*/false);
+  const at::Tensor mask = attention_mask(positions, kv.positions, sliding_window, kv.sink_tokens, kv.window_tokens);
+  return masked_attention(q, kv.keys, kv.values, mask);
+}
+
+at::Tensor AttentionImpl::attend_parts(const at::Tensor& q, const CachedKV& kv, const at::Tensor& positions) const {
+  const kernels::DecodeHeadParts& parts = *kv.head_parts;
+  int64_t kv_heads = 0;
+  for (const kernels::DecodeHeadPart& part : parts) kv_heads += static_cast<int64_t>(part.heads.size());
+  const int64_t group = q.size(1) / kv_heads;
+  at::Tensor out = at::empty_like(q);
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const kernels::DecodeHeadPart& part = parts[i];
+    std::vector<int64_t> query_heads;
+    for (int64_t head : part.heads)
+      for (int64_t g = 0; g < group; ++g) query_heads.push_back(head * group + g);
+    const at::Tensor index = at::tensor(query_heads, at::kLong).to(q.device());
+    const at::Tensor part_q = q.index_select(1, index);
+    CachedKV part_kv{part.keys, part.values, part.positions};
+    if (static_cast<int64_t>(i) == kv.streaming_part) {
+      part_kv.sink_tokens = kv.sink_tokens;
+      part_kv.window_tokens = kv.window_tokens;
+    }
+    // A prompt chunk over streaming heads computes only the key blocks their window reaches.
+    const at::Tensor part_out = part_kv.window_tokens > 0 && q.size(2) > 1 && sliding_window == 0
+                                    ? banded_attention(part_q, part.keys, part.values, positions, part.positions,
+                                                       kv.sink_tokens, kv.window_tokens)
+                                    : attend(part_q, part_kv, positions);
+    out.index_copy_(1, index, part_out);
   }
-  return grouped_attention(q, kv.keys, kv.values, mask);
+  return out;
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& config, int64_t layer_index, const at::TensorOptions& options) {
@@ -211,18 +235,27 @@ void TransformerImpl::set_head_mixing(HeadMixing* mixing) {
 }
 
 at::Tensor attention_mask(const at::Tensor& query_positions, const at::Tensor& key_positions, int64_t sliding_window,
-                          int64_t sink_tokens, int64_t window_tokens, const at::Tensor& streaming_heads) {
+                          int64_t sink_tokens, int64_t window_tokens) {
   // query: [batch, 1, queries, 1]; key: [batch, 1 or kv_heads, 1, keys]
   at::Tensor query = query_positions.unsqueeze(1).unsqueeze(3);
   at::Tensor key = (key_positions.dim() == 2 ? key_positions.unsqueeze(1) : key_positions).unsqueeze(2);
   at::Tensor visible = (key >= 0) & (key <= query);
   if (sliding_window > 0) visible = visible & (query - key < sliding_window);
-  if (window_tokens > 0) {
-    at::Tensor in_window = (query - key < window_tokens) | (key < sink_tokens);
-    if (streaming_heads.defined()) in_window = in_window | streaming_heads.logical_not().view({1, -1, 1, 1});
-    visible = visible & in_window;
-  }
+  if (window_tokens > 0) visible = visible & ((query - key < window_tokens) | (key < sink_tokens));
   return visible | visible.logical_not().all(-1, /*keepdim=*/true);
+}
+
+at::Tensor masked_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask) {
+  if (q.is_cuda() && q.size(2) > 1 && mask.size(1) == 1) {
+    // Prefill on CUDA: a fused kernel that takes the mask and never materialises [queries, keys] scores (the grouped
+    // path holds them in fp32: 24 GB for 16 prompts of 8k tokens). K/V are repeated to the query heads because the
+    // memory-efficient kernel, the one that accepts a mask, has no grouped-query form.
+    const int64_t group = q.size(1) / k.size(1);
+    at::Tensor keys = group > 1 ? k.repeat_interleave(group, 1) : k;
+    at::Tensor values = group > 1 ? v.repeat_interleave(group, 1) : v;
+    return at::scaled_dot_product_attention(q, keys, values, mask, /*dropout_p=*/0.0, /*is_causal=*/false);
+  }
+  return grouped_attention(q, k, v, mask);
 }
 
 at::Tensor grouped_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask) {

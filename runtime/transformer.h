@@ -58,6 +58,8 @@ struct AttentionImpl : torch::nn::Module {
  private:
   // Attention of q over what a step sees: the decode kernel where it applies, else the masked path.
   at::Tensor attend(const at::Tensor& q, const CachedKV& kv, const at::Tensor& positions) const;
+  // The same over a cache whose KV heads sit in separate parts (CachedKV::head_parts), part by part.
+  at::Tensor attend_parts(const at::Tensor& q, const CachedKV& kv, const at::Tensor& positions) const;
 };
 TORCH_MODULE(Attention);
 
@@ -120,15 +122,18 @@ std::vector<std::array<at::Tensor, 4>> attention_weights(const Transformer& mode
 // Boolean attention mask [batch, 1 or kv_heads, queries, keys] from query positions [batch, queries] and
 // key positions [batch, keys] (or [batch, kv_heads, keys]): a key is visible iff it holds a token at or
 // before the query's position, within `sliding_window` of it when > 0, and, when window_tokens > 0,
-// within window_tokens of it or below sink_tokens (only for the KV heads `streaming_heads` marks, when
-// given: [kv_heads] bool). Rows with no visible key (padding queries) see every key, so their throwaway
-// outputs stay finite.
+// within window_tokens of it or below sink_tokens. Rows with no visible key (padding queries) see every key, so their
+// throwaway outputs stay finite.
 at::Tensor attention_mask(const at::Tensor& query_positions, const at::Tensor& key_positions, int64_t sliding_window,
-                          int64_t sink_tokens = 0, int64_t window_tokens = 0, const at::Tensor& streaming_heads = {});
+                          int64_t sink_tokens = 0, int64_t window_tokens = 0);
 
 // Softmax attention with grouped KV heads, never repeating K/V across a query group.
 // q: [batch, heads, queries, head_dim]; k, v: [batch, kv_heads, keys, head_dim]; mask as above.
 // Query heads h*group .. h*group+group-1 share KV head h.
 at::Tensor grouped_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask);
+
+// Attention under a mask (as attention_mask builds it) by the fastest exact path: on CUDA with several queries and one
+// mask for every head, the fused SDPA kernel that never materialises the scores; else grouped_attention.
+at::Tensor masked_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask);
 
 }  // namespace kvforge

@@ -1,9 +1,10 @@
 #include <gtest/gtest.h>
-
-#include <map>
 #include <torch/cuda.h>
 #include <torch/utils.h>
 
+#include <map>
+
+#include "runtime/banded_attention.h"
 #include "runtime/generate.h"
 #include "runtime/model_loader.h"
 #include "tests/test_util.h"
@@ -21,11 +22,43 @@ TEST(AttentionMask, CausalPaddingAndSlidingWindow) {
     const int64_t query_position = q - 2;
     for (int64_t k = 0; k < 6; ++k) {
       const int64_t key_position = k - 2;
-      bool expected = query_position < 0 ? true  // padding rows see everything (outputs unused)
-                                         : key_position >= 0 && key_position <= query_position &&
-                                               query_position - key_position < 2;
+      bool expected = query_position < 0
+                          ? true  // padding rows see everything (outputs unused)
+                          : key_position >= 0 && key_position <= query_position && query_position - key_position < 2;
       EXPECT_EQ(mask[q][k].item<bool>(), expected) << "query " << q << " key " << k;
     }
+  }
+}
+
+// Banded prefill equals masked attention under the streaming rule on every real query: a first chunk (sinks inside
+// it, left padding in one sequence, right padding in another) and a later chunk after held slots in rotated ring
+// order, GQA, a block size that does not divide the chunk.
+TEST(BandedAttention, EqualsMaskedAttentionUnderTheStreamingRule) {
+  at::manual_seed(12);
+  const auto doubles = at::TensorOptions().dtype(at::kDouble);
+  const int64_t batch = 3, heads = 6, kv_heads = 2, dim = 16, sink = 4, window = 24, block = 16, tokens = 150;
+  for (const int64_t prior : {0, 28}) {
+    at::Tensor positions = (at::arange(tokens, at::kLong) + (prior > 0 ? 300 : 0)).unsqueeze(0).repeat({batch, 1});
+    positions[1].narrow(0, 0, 9).fill_(-1);  // left padding
+    positions[1].narrow(0, 9, tokens - 9).copy_(at::arange(tokens - 9) + (prior > 0 ? 300 : 0));
+    positions[2].narrow(0, tokens - 5, 5).fill_(-1);         // right padding
+    at::Tensor held = at::empty({batch, prior}, at::kLong);  // a ring's sinks and newest tokens, rotated
+    if (prior > 0) {
+      const at::Tensor ring = at::cat({at::arange(sink, at::kLong), at::arange(300 - (prior - sink), 300, at::kLong)});
+      held = at::roll(ring, 5).unsqueeze(0).repeat({batch, 1});
+      held[0][3] = -1;  // an empty slot
+    }
+    const at::Tensor key_positions = at::cat({held, positions}, 1);
+    const at::Tensor q = at::randn({batch, heads, tokens, dim}, doubles);
+    const at::Tensor k = at::randn({batch, kv_heads, prior + tokens, dim}, doubles), v = at::randn_like(k);
+    const at::Tensor expected = grouped_attention(q, k, v, attention_mask(positions, key_positions, 0, sink, window));
+    const at::Tensor got = banded_attention(q, k, v, positions, key_positions, sink, window, block);
+    const at::Tensor real = (positions >= 0).unsqueeze(1).unsqueeze(3).expand_as(got);
+    // grouped_attention's softmax runs in fp32.
+    EXPECT_LT((got - expected).masked_select(real).abs().max().item<double>(), 1e-6) << "prior " << prior;
+    // The window matters here: full causal attention differs.
+    const at::Tensor causal = grouped_attention(q, k, v, attention_mask(positions, key_positions, 0));
+    EXPECT_GT((causal - expected).masked_select(real).abs().max().item<double>(), 1e-2) << "prior " << prior;
   }
 }
 
@@ -136,7 +169,8 @@ TEST(CausalPrefix, FusedGpuAttentionMatchesTheMaskedPath) {
   positions[1].narrow(0, 35, 5).fill_(-1);
   const at::Device cuda(at::kCUDA, 0);
   at::Tensor masked = loaded.model->forward(ids.to(cuda), positions.to(cuda)).cpu();
-  at::Tensor fused = loaded.model->forward(ids.to(cuda), positions.to(cuda), nullptr, false, /*causal_prefix=*/true).cpu();
+  at::Tensor fused =
+      loaded.model->forward(ids.to(cuda), positions.to(cuda), nullptr, false, /*causal_prefix=*/true).cpu();
   EXPECT_LE((fused[0] - masked[0]).abs().max().item<double>(), 1e-3);
   EXPECT_LE((fused[1].narrow(0, 0, 35) - masked[1].narrow(0, 0, 35)).abs().max().item<double>(), 1e-3);
 }

@@ -3,9 +3,12 @@
 #include <torch/cuda.h>
 #include <torch/utils.h>
 
+#include <algorithm>
+
 #include "kernels/bindings.h"
 #include "policies/policy.h"
 #include "runtime/generate.h"
+#include "runtime/mixed_head_kv_cache.h"
 #include "runtime/model_loader.h"
 #include "runtime/quantized_kv_cache.h"
 #include "runtime/rope.h"
@@ -129,6 +132,66 @@ TEST_P(DecodeAttentionGpu, MatchesFloat64ReferenceOnAViewOfALargerCache) {
   EXPECT_LT(windowed_error, 1e-2) << "per-head positions with a window, slots " << slots;
 }
 
+// batch, slots of the full heads, ring slots of the streaming heads, query heads per KV head, head_dim
+using ByHeadCase = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>;
+class DecodeByHeadGpu : public ::testing::TestWithParam<ByHeadCase> {};
+
+// A layer whose full heads sit in a view of a larger growing buffer and whose streaming heads sit in a short ring
+// (interleaved head indices, ring slots filled out of order with holes), attended in one launch.
+TEST_P(DecodeByHeadGpu, MatchesFloat64ReferenceOverFullHeadsAndARing) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (CI has none; run on the GPU machine)";
+  const auto [batch, slots, ring, group, head_dim] = GetParam();
+  const int64_t kv_heads = 4, heads = kv_heads * group, capacity = slots + 29;
+  at::manual_seed(batch * 613 + slots * 17 + ring * 5 + group + head_dim);
+  torch::NoGradGuard no_grad;
+  const auto bf16 = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+  const auto longs = at::TensorOptions().device(at::kCUDA).dtype(at::kLong);
+  at::Tensor q = at::randn({batch, heads, 1, head_dim}).to(bf16);
+  kernels::DecodeHeadPart full, streaming;
+  full.heads = {0, 3};
+  streaming.heads = {2, 1};
+  at::Tensor full_keys = (1.5 * at::randn({batch, 2, capacity, head_dim})).to(bf16);
+  at::Tensor full_values = at::randn({batch, 2, capacity, head_dim}).to(bf16);
+  at::Tensor full_positions = at::arange(capacity, at::kLong).unsqueeze(0).repeat({batch, 1});
+  if (batch > 1) {  // left padding whose slots hold NaN: they must not reach the output
+    const int64_t padding = std::min<int64_t>(slots, 11);
+    full_positions[batch - 1].narrow(0, 0, padding).fill_(-1);
+    full_keys[batch - 1].narrow(1, 0, padding).fill_(std::nan(""));
+  }
+  full.keys = full_keys.cuda().narrow(2, 0, slots);
+  full.values = full_values.cuda().narrow(2, 0, slots);
+  full.positions = full_positions.cuda().narrow(1, 0, slots);
+  // The ring holds positions in rotated order, and its empty slots (position -1) hold NaN.
+  streaming.keys = (1.5 * at::randn({batch, 2, ring, head_dim})).to(bf16);
+  streaming.values = at::randn({batch, 2, ring, head_dim}).to(bf16);
+  at::Tensor ring_positions = (at::arange(ring, at::kLong) + ring / 3) % ring + std::max<int64_t>(slots - ring, 0);
+  ring_positions = ring_positions.unsqueeze(0).repeat({batch, 1});
+  ring_positions.masked_fill_(at::rand(ring_positions.sizes()) < 0.2, -1);
+  streaming.positions = ring_positions.to(longs);
+  streaming.keys.masked_fill_(streaming.positions.eq(-1).view({batch, 1, ring, 1}), std::nan(""));
+  const kernels::DecodeHeadParts parts{full, streaming};
+  ASSERT_TRUE(kernels::decode_by_head_supported(parts, heads));
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+  at::Tensor out = at::full({batch, heads, 1, head_dim}, std::nan(""), bf16);  // poisoned
+  kernels::decode_attention_by_head(q, parts, scale, {}, out);
+  const at::Tensor reference = kernels::decode_attention_by_head_reference(q, parts, scale);
+  const at::Tensor got = out.to(at::kCPU, at::kDouble);
+  ASSERT_FALSE(got.isnan().any().item<bool>());
+  const double error = ((got - reference).abs().max() / reference.abs().max()).item<double>();
+  EXPECT_LT(error, 1e-2) << "batch " << batch << " slots " << slots << " ring " << ring << " group " << group << " dim "
+                         << head_dim;
+  // A part that repeats a head, or misses one, is refused.
+  kernels::DecodeHeadParts repeated = parts;
+  repeated[1].heads = {2, 0};
+  EXPECT_FALSE(kernels::decode_by_head_supported(repeated, heads));
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, DecodeByHeadGpu,
+                         ::testing::Values(ByHeadCase{1, 1, 20, 4, 128}, ByHeadCase{3, 300, 68, 1, 64},
+                                           ByHeadCase{2, 999, 1088, 7, 128}, ByHeadCase{64, 257, 40, 8, 64},
+                                           ByHeadCase{8, 4095, 1088, 4, 128}, ByHeadCase{1, 32768, 1088, 4, 128},
+                                           ByHeadCase{1, 131072, 2048, 8, 128}, ByHeadCase{16, 16384, 320, 2, 64}));
+
 // The model decodes through the kernel on CUDA (small-base-gpu: head_dim 64, 3 query heads per KV head):
 // full-cache decode steps agree with one full forward pass, and a streaming cache (per-head positions,
 // sink + window) agrees with the same policy on the CPU's masked fp32 path.
@@ -149,7 +212,7 @@ TEST(DecodeAttentionInTheModel, MatchesTheMaskedPath) {
                                                   at::zeros({2, 9}, bf16.dtype(at::kLong))))
       << "this model's decode must run through the kernel for the test to mean anything";
   for (const std::string spec : {"full", "streaming:sink=4,window=32", "snapkv:budget=40", "kivi:bits=4,residual=16",
-                                 "kivi:bits=2,group=32,residual=16"}) {
+                                 "kivi:bits=2,group=32,residual=16", "heads:sparsity=0.5,sink=4,recent=24,seed=2"}) {
     const PolicySpec policy = parse_policy(spec);
     const bool kivi = spec.rfind("kivi", 0) == 0;
     const CachePlan plan = plan_cache(policy, gpu.config, prompt);
@@ -181,6 +244,13 @@ TEST(DecodeAttentionInTheModel, MatchesTheMaskedPath) {
     }
     if (auto* kivi = dynamic_cast<QuantizedKVCache*>(gpu_cache.get()))  // the steps really used the kernel
       EXPECT_EQ(kivi->kernel_steps(), steps * gpu.config.num_layers) << spec;
+    if (auto* mixed = dynamic_cast<MixedHeadKVCache*>(gpu_cache.get())) {  // every layer with a streaming head
+      int64_t mixed_layers = 0;
+      for (const std::vector<bool>& layer : plan.heads.streaming)
+        mixed_layers += std::count(layer.begin(), layer.end(), true) > 0;
+      EXPECT_GT(mixed_layers, 0);
+      EXPECT_EQ(mixed->kernel_steps(), steps * mixed_layers) << spec;
+    }
   }
 }
 
@@ -330,15 +400,35 @@ TEST_P(QuantizedDecodeGpu, MatchesFloat64Reference) {
       quantize_for_decode(keys, values, positions.cuda(), quantized, bits, scale_group);
   ASSERT_TRUE(kernels::quantized_decode_supported(in, heads));
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
-  at::Tensor out = at::full({batch, heads, 1, head_dim}, std::nan(""), bf16);  // poisoned
-  kernels::quantized_decode_attention(q, in, scale, out);
   const at::Tensor reference = kernels::quantized_decode_attention_reference(q, in, scale);
-  const at::Tensor got = out.to(at::kCPU, at::kDouble);
-  ASSERT_FALSE(got.isnan().any().item<bool>());
-  // bf16 output rounding (2^-8 relative) plus fp32 accumulation; the codes are exact in both.
-  const double error = ((got - reference).abs().max() / reference.abs().max()).item<double>();
-  EXPECT_LT(error, 1e-2) << "batch " << batch << " quantized " << quantized << " recent " << recent << " group "
-                         << group << " dim " << head_dim << " bits " << bits;
+  auto relative_error = [&](const at::Tensor& got) {
+    return ((got.to(at::kCPU, at::kDouble) - reference).abs().max() / reference.abs().max()).item<double>();
+  };
+  // The CUDA-core kernel dequantizes in fp32: bf16 output rounding plus fp32 accumulation. The tensor cores read the
+  // query folded with the key scales, the values and the weights in bf16, so their bound is bf16 storage's: twice the
+  // error of the full kernel attending the same values held in bf16, and no looser than the first.
+  double bf16_bound = 1e-2;
+  if (quantized > 0) {
+    const at::Tensor held_keys = at::cat(
+        {dequantize_keys_per_channel({in.key_codes, in.key_scale, in.key_minimum}, bits, at::kBFloat16).flatten(2, 3),
+         in.recent_keys},
+        2);
+    const at::Tensor held_values =
+        at::cat({dequantize_values_per_token({in.value_codes, in.value_scale, in.value_minimum}, bits, scale_group,
+                                             at::kBFloat16),
+                 in.recent_values},
+                2);
+    bf16_bound = std::max(
+        bf16_bound, 2 * relative_error(kernels::decode_attention(q, held_keys, held_values, in.positions, scale)));
+  }
+  for (const bool tensor_cores : {true, false}) {  // the tensor-core kernel where it applies, and the CUDA-core one
+    at::Tensor out = at::full({batch, heads, 1, head_dim}, std::nan(""), bf16);  // poisoned
+    kernels::quantized_decode_attention(q, in, scale, out, 0, tensor_cores);
+    ASSERT_FALSE(out.isnan().any().item<bool>());
+    EXPECT_LT(relative_error(out), tensor_cores ? bf16_bound : 1e-2)
+        << "batch " << batch << " quantized " << quantized << " recent " << recent << " group " << group << " dim "
+        << head_dim << " bits " << bits << " tensor cores " << tensor_cores;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -347,7 +437,8 @@ INSTANTIATE_TEST_SUITE_P(
                       QuantizedCase{5, 288, 17, 3, 64, 4, 16}, QuantizedCase{3, 992, 40, 4, 128, 2, 32},
                       QuantizedCase{64, 256, 3, 8, 64, 4, 8}, QuantizedCase{1, 4064, 33, 8, 128, 4, 32},
                       QuantizedCase{8, 4064, 31, 2, 128, 2, 32}, QuantizedCase{1, 32736, 32, 4, 128, 4, 32},
-                      QuantizedCase{1, 131040, 32, 8, 128, 2, 32}, QuantizedCase{16, 16320, 32, 4, 64, 4, 64}));
+                      QuantizedCase{1, 131040, 32, 8, 128, 2, 32}, QuantizedCase{16, 16320, 32, 4, 64, 4, 64},
+                      QuantizedCase{4, 512, 5, 4, 128, 2, 8}, QuantizedCase{7, 1008, 1, 5, 128, 4, 16}));
 
 INSTANTIATE_TEST_SUITE_P(Shapes, DecodeAttentionGpu,
                          ::testing::Values(std::make_tuple(1, 1, 4, 128), std::make_tuple(2, 17, 1, 64),
