@@ -59,7 +59,7 @@ struct DecodeAttentionParams {
   int splits = 1;
 };
 
-// Chunks per sequence: about four blocks per multiprocessor or ~1024-key chunks, whichever is more.
+// Chunks per sequence: whole waves of about four blocks per multiprocessor, enough for ~1024-key chunks.
 int decode_attention_splits(const DecodeAttentionShape& shape, int multiprocessors);
 int64_t decode_attention_workspace_floats(const DecodeAttentionShape& shape, int splits);
 bool decode_attention_supported(int64_t head_dim, int64_t group);  // head_dim 64/128, group 1..8

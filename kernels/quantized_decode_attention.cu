@@ -351,18 +351,15 @@ __global__ void __launch_bounds__(kThreads, 4) quantized_mma_chunk_kernel(Quanti
     const float2 w0 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&p0));
     const float2 w1 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&p1));
     running_sum = running_sum * factor + w0.x + w0.y + w1.x + w1.y;
-    // The output's columns are heads 2j and 2j + 1: their factors live in lanes 4·2j and 4·(2j + 1). Once the maxima
-    // settle, no head's changes and the warp skips the rescale (the kernel is bound by instruction issue).
-    if (__any_sync(0xffffffffu, factor != 1.f)) {
-      const float factor_low = __shfl_sync(0xffffffffu, factor, 8 * j),
-                  factor_high = __shfl_sync(0xffffffffu, factor, 8 * j + 4);
+    // The output's columns are heads 2j and 2j + 1: their factors live in lanes 4·2j and 4·(2j + 1).
+    const float factor_low = __shfl_sync(0xffffffffu, factor, 8 * j),
+                factor_high = __shfl_sync(0xffffffffu, factor, 8 * j + 4);
 #pragma unroll
-      for (int u = 0; u < kMTiles; ++u) {
-        o[u][0] *= factor_low;
-        o[u][1] *= factor_high;
-        o[u][2] *= factor_low;
-        o[u][3] *= factor_high;
-      }
+    for (int u = 0; u < kMTiles; ++u) {
+      o[u][0] *= factor_low;
+      o[u][1] *= factor_high;
+      o[u][2] *= factor_low;
+      o[u][3] *= factor_high;
     }
   };
 
