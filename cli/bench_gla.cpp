@@ -113,7 +113,7 @@ void add_gla_bench(CLI::App& bench) {
   gla->add_option("--value-dim", args->value_dim, "value dimension");
   gla->add_option("--chunk", args->chunk, "chunk of the parallel form");
   gla->add_option("--window", args->window, "the hybrid row's softmax window");
-  gla->add_option("--iterations", args->iterations, "timed runs per measurement");
+  gla->add_option("--iterations", args->iterations, "timed bursts of 10 back-to-back runs per measurement");
   gla->callback([args] { run_gla_bench(*args); });
 }
 

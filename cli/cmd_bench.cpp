@@ -245,9 +245,11 @@ void run_decode_bench(const BenchArgs& args) {
   if (!torch::cuda::is_available()) fail_input("command line", "bench decode", "needs a CUDA device");
   const auto props = at::cuda::getCurrentDeviceProperties();
   const auto bf16 = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
-  std::printf("decode attention on %s: %lld query heads, %lld KV heads, head_dim %lld, bf16; median of %lld runs\n",
-              props->name, static_cast<long long>(args.heads), static_cast<long long>(args.kv_heads),
-              static_cast<long long>(args.head_dim), static_cast<long long>(args.iterations));
+  std::printf(
+      "decode attention on %s: %lld query heads, %lld KV heads, head_dim %lld, bf16; median of %lld bursts of 10 "
+      "back-to-back runs\n",
+      props->name, static_cast<long long>(args.heads), static_cast<long long>(args.kv_heads),
+      static_cast<long long>(args.head_dim), static_cast<long long>(args.iterations));
 #ifndef KVFORGE_HAVE_FLASHINFER
   std::printf("(FlashInfer column empty: this build has no FlashInfer; see README, \"Decode kernel\")\n");
 #endif
@@ -332,7 +334,7 @@ void add_bench_command(CLI::App& app) {
   decode->add_option("--heads", args->heads, "query heads");
   decode->add_option("--kv-heads", args->kv_heads, "KV heads");
   decode->add_option("--head-dim", args->head_dim, "64 or 128");
-  decode->add_option("--iterations", args->iterations, "timed runs per measurement");
+  decode->add_option("--iterations", args->iterations, "timed bursts of 10 back-to-back runs per measurement");
   decode->add_option("--splits", args->splits, "chunks per sequence to try (0 = the kernel's choice)")->delimiter(',');
   decode->add_option("--low-rank", args->ranks, "CSKV latent ranks (K = V) for the low-rank rows; 0 = none")
       ->delimiter(',');

@@ -114,27 +114,48 @@ __global__ void __launch_bounds__(kThreads)
                                                          split, b * shape.heads + kv_head * GROUP);
 }
 
+// The block's maximum or sum of one value per thread (blockDim.x a multiple of 32, at most 1024).
+template <bool MAXIMUM>
+__device__ float block_reduce(float value) {
+  __shared__ float per_warp[32];
+  auto combine = [](float a, float b) { return MAXIMUM ? fmaxf(a, b) : a + b; };
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) value = combine(value, __shfl_xor_sync(0xffffffffu, value, offset));
+  if (threadIdx.x % 32 == 0) per_warp[threadIdx.x / 32] = value;
+  __syncthreads();
+  value = per_warp[0];
+  for (int w = 1; w < static_cast<int>(blockDim.x / 32); ++w) value = combine(value, per_warp[w]);
+  __syncthreads();  // per_warp is reused by the next call
+  return value;
+}
+
 }  // namespace
 
 __global__ void merge_chunk_partials(const float* workspace, int64_t rows, int splits, int64_t head_dim,
                                      __nv_bfloat16* out) {
+  // The chunks' weights exp(max_s − max) are computed once each, in parallel, into shared memory; then every channel
+  // sums its chunks' outputs with loads that do not wait on one another (serial loops over the chunks' statistics made
+  // this kernel a third of a batch-1 decode).
+  extern __shared__ float weight[];  // [splits]
   const int64_t row = blockIdx.x;
-  const float* partial_out = workspace;
-  const float* partial_max = partial_out + rows * splits * head_dim;
-  const float* partial_sum = partial_max + rows * splits;
+  const float* partial_out = workspace + row * splits * head_dim;
+  const float* partial_max = workspace + rows * splits * head_dim + row * splits;
+  const float* partial_sum = workspace + rows * splits * (head_dim + 1) + row * splits;
   float largest = -INFINITY;
-  for (int s = 0; s < splits; ++s) largest = fmaxf(largest, partial_max[row * splits + s]);
+  for (int s = threadIdx.x; s < splits; s += blockDim.x) largest = fmaxf(largest, partial_max[s]);
+  largest = block_reduce<true>(largest);
   float total = 0.f;
-  for (int s = 0; s < splits; ++s) {
-    const float m = partial_max[row * splits + s];
-    if (m != -INFINITY) total += partial_sum[row * splits + s] * __expf(m - largest);
+  for (int s = threadIdx.x; s < splits; s += blockDim.x) {
+    const float m = partial_max[s];
+    weight[s] = m == -INFINITY ? 0.f : __expf(m - largest);  // an empty chunk's output is never read
+    total += partial_sum[s] * weight[s];
   }
+  total = block_reduce<false>(total);
   for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
     float value = 0.f;
-    for (int s = 0; s < splits; ++s) {
-      const float m = partial_max[row * splits + s];
-      if (m != -INFINITY) value += partial_out[(row * splits + s) * head_dim + d] * __expf(m - largest);
-    }
+#pragma unroll 8
+    for (int s = 0; s < splits; ++s)
+      if (weight[s] != 0.f) value += partial_out[s * head_dim + d] * weight[s];
     out[row * head_dim + d] = __float2bfloat16_rn(total > 0.f ? value / total : 0.f);
   }
 }
@@ -146,8 +167,9 @@ cudaError_t launch_for(const DecodeAttentionParams& p, const Sources& sources, c
   const int64_t chunk = (p.shape.slots + p.splits - 1) / p.splits;
   const dim3 grid(static_cast<unsigned>(p.splits), static_cast<unsigned>(p.shape.batch * p.shape.kv_heads));
   decode_chunk_kernel<HEAD_DIM, GROUP, Sources><<<grid, kThreads, 0, stream>>>(p, chunk, sources);
-  merge_chunk_partials<<<static_cast<unsigned>(p.shape.batch * p.shape.heads), HEAD_DIM, 0, stream>>>(
-      p.workspace, p.shape.batch * p.shape.heads, p.splits, HEAD_DIM, reinterpret_cast<__nv_bfloat16*>(p.out));
+  merge_chunk_partials<<<static_cast<unsigned>(p.shape.batch * p.shape.heads), HEAD_DIM, merge_shared_bytes(p.splits),
+                         stream>>>(p.workspace, p.shape.batch * p.shape.heads, p.splits, HEAD_DIM,
+                                   reinterpret_cast<__nv_bfloat16*>(p.out));
   return cudaGetLastError();
 }
 

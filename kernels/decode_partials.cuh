@@ -152,9 +152,12 @@ __device__ void post_empty_chunk(float* workspace, int64_t rows, int splits, int
   }
 }
 
-// One block per (sequence, query head), head_dim threads: chunks weighted by exp(max_s - max) and normalised by the
-// total; a row with nothing attended gets zeros.
+// One block per (sequence, query head), head_dim threads, merge_shared_bytes(splits) of dynamic shared memory: chunks
+// weighted by exp(max_s - max) and normalised by the total; a row with nothing attended gets zeros.
 __global__ void merge_chunk_partials(const float* workspace, int64_t rows, int splits, int64_t head_dim,
                                      __nv_bfloat16* out);
+
+// The chunk weights, padded to whole groups of 8: the merge's unrolled loop reads them 16 bytes at a time.
+inline size_t merge_shared_bytes(int splits) { return static_cast<size_t>((splits + 7) / 8 * 8) * sizeof(float); }
 
 }  // namespace kvforge::kernels

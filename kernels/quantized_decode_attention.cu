@@ -582,8 +582,9 @@ cudaError_t launch_for(const QuantizedDecodeParams& p, cudaStream_t stream) {
   } else {
     quantized_chunk_kernel<HEAD_DIM, GROUP, BITS><<<grid, kThreads, 0, stream>>>(p, chunk);
   }
-  merge_chunk_partials<<<static_cast<unsigned>(p.shape.batch * p.shape.heads), HEAD_DIM, 0, stream>>>(
-      p.workspace, p.shape.batch * p.shape.heads, p.splits, HEAD_DIM, reinterpret_cast<__nv_bfloat16*>(p.out));
+  merge_chunk_partials<<<static_cast<unsigned>(p.shape.batch * p.shape.heads), HEAD_DIM, merge_shared_bytes(p.splits),
+                         stream>>>(p.workspace, p.shape.batch * p.shape.heads, p.splits, HEAD_DIM,
+                                   reinterpret_cast<__nv_bfloat16*>(p.out));
   return cudaGetLastError();
 }
 

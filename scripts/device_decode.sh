@@ -16,7 +16,7 @@ sanitized='Shapes/DecodeByHeadGpu.*/0:Shapes/DecodeByHeadGpu.*/3:Shapes/DecodeAt
 sanitized+=$(printf ':Shapes/QuantizedDecodeGpu.*/%s' 0 1 2 4 10 11)
 timeout 200 compute-sanitizer --tool memcheck .carry/kvforge_tests --gtest_filter="$sanitized" 2>&1 |
   grep -E "ERROR SUMMARY|PASSED|FAILED" | head
-timeout 300 .carry/kvforge bench decode --batch 1,8 --lengths "$lengths" --low-rank 0 --iterations 30 2>&1 | tail -40
+timeout 300 .carry/kvforge bench decode --batch 1,8 --lengths "$lengths" --low-rank 0 --iterations 10 2>&1 | tail -40
 timeout 200 .carry/kvforge eval --model models/small-base-gpu --policy full --policy kivi:bits=4 --policy kivi:bits=2 \
   --policy heads:sparsity=0.5 --tasks passkey,arithmetic --lengths 1024 --samples 48 --batch-size 16 \
   --out /tmp/decode-eval 2>&1 | tail -24
