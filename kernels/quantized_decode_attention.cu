@@ -1,6 +1,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "kernels/copy_async.cuh"
 #include "kernels/decode_partials.cuh"
 #include "kernels/group_dispatch.h"
 #include "kernels/mma_16816.cuh"
@@ -142,12 +143,14 @@ __global__ void __launch_bounds__(kThreads) quantized_chunk_kernel(QuantizedDeco
 }
 
 // ---- The tensor-core kernel ----------------------------------------------------------------------------------------
-// Per (sequence, KV head, chunk), four warps each take a run of the chunk's 16-token tiles. With lane = 4i + j:
+// Per (sequence, KV head, chunk), four warps each take a run of the chunk's 16-token tiles, streamed through three
+// shared-memory stages per warp with cp.async (codes, scales and positions; copies in flight hold no registers, which
+// bound how many warps hide the latency). With lane = 4i + j:
 //
 // Scores S[head][token] = Q'·codes (m16n8k16; M = the query heads padded to 16, K = channels, N = 8 tokens). A key
 // group's scales are folded into the query (Q' = q·s[c]) and its minimums into a bias per head, so a key code
 // becomes an MMA operand with one shift and one mask: a code n or'ed into 0x4300 reads as the bf16 128 + n, and the
-// bias also takes away 128·ΣQ'. Lane (i, j) loads token i of each 8-token half, its channels [j·D/4, (j+1)·D/4) as one
+// bias also takes away 128·ΣQ'. Lane (i, j) reads token i of each 8-token half, its channels [j·D/4, (j+1)·D/4) as one
 // contiguous run of codes; the MMA's K index is mapped onto those channels in the order the shift and mask yield
 // them, and Q' is packed in the same order.
 //
@@ -187,28 +190,8 @@ struct StageLayout {
   static_assert(kBytes % 16 == 0);
 };
 
-// Asynchronous global-to-shared copies (sm_80+): they need no registers while in flight.
-template <int BYTES>
-__device__ __forceinline__ void copy_async(void* shared, const void* global) {
-  const auto address = static_cast<unsigned>(__cvta_generic_to_shared(shared));
-  if constexpr (BYTES == 16)
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(address), "l"(global));
-  else
-    asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(address), "l"(global), "n"(BYTES));
-}
-__device__ __forceinline__ void commit_copies() { asm volatile("cp.async.commit_group;\n"); }
-template <int PENDING>
-__device__ __forceinline__ void wait_copies() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING));
-}
-
-// A warp's copy of `bytes` (a multiple of 16) in 16-byte pieces.
-__device__ __forceinline__ void copy_rows_async(uint8_t* shared, const uint8_t* global, int bytes, int lane) {
-  for (int piece = lane; piece < bytes / 16; piece += 32) copy_async<16>(shared + 16 * piece, global + 16 * piece);
-}
-
-// One 16-token tile's quantized rows as lane (i, j) loads them: its key codes of tokens i and 8 + i, its value codes,
-// scales and minimums of tokens 2j, 2j + 1, 2j + 8, 2j + 9, and whether those four are attended.
+// One 16-token tile's quantized rows as lane (i, j) reads them from its stage: its key codes of tokens i and 8 + i, its
+// value codes, scales and minimums of tokens 2j, 2j + 1, 2j + 8, 2j + 9, and whether those four are attended.
 template <int HEAD_DIM, int BITS>
 struct QuantizedTile {
   static constexpr int kKeyWords = HEAD_DIM / 4 * BITS / 32;
