@@ -46,6 +46,9 @@ CachedKV SelectiveKVCache::update(int64_t layer_index, const at::Tensor& keys, c
   if (layer.options.streaming_mask) {
     kv.sink_tokens = layer.options.sink_tokens;
     kv.window_tokens = layer.options.recent_tokens;
+    // The first chunk is all the cache holds, the same tokens for every head: one row of positions lets attention
+    // take the banded path (runtime/banded_attention) instead of scoring every pair.
+    if (!layer.prompt_done) kv.positions = positions;
   }
   return kv;
 }

@@ -145,6 +145,10 @@ at::Tensor AttentionImpl::attend(const at::Tensor& q, const CachedKV& kv, const 
     return kernels::decode_attention(q, kv.keys, kv.values, kv.positions,
                                      1.0 / std::sqrt(static_cast<double>(head_dim)), window);
   }
+  // A prompt chunk under a streaming window, one row of positions for every head (StreamingLLM's first chunk, the
+  // gates' streaming branch): only the key blocks the window reaches.
+  if (kv.window_tokens > 0 && q.size(2) > 1 && sliding_window == 0 && kv.positions.dim() == 2)
+    return banded_attention(q, kv.keys, kv.values, positions, kv.positions, kv.sink_tokens, kv.window_tokens);
   const at::Tensor mask = attention_mask(positions, kv.positions, sliding_window, kv.sink_tokens, kv.window_tokens);
   return masked_attention(q, kv.keys, kv.values, mask);
 }

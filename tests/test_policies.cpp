@@ -154,20 +154,23 @@ TEST(StreamingPolicy, KeepsSinkAndRecentWindowOnly) {
 }
 
 // A streaming prefill sees what streaming decode sees: the prompt's last logits equal those of the same
-// tokens fed one at a time through the same policy.
+// tokens fed one at a time through the same policy, for a short prompt (masked path) and one long enough for the
+// banded path.
 TEST(StreamingPolicy, PrefillMatchesTokenByTokenDecode) {
   LoadedModel& loaded = testing::tiny_base_model();
   torch::NoGradGuard no_grad;
   at::manual_seed(8);
-  at::Tensor ids = at::randint(0, 256, {1, 30}, at::kLong);
-  at::Tensor positions = at::arange(30, at::kLong).unsqueeze(0);
-  auto prefill_cache = cache_for("streaming:sink=2,window=8", 30, /*batch=*/1);
-  at::Tensor prefill = loaded.model->forward(ids, positions, prefill_cache.get(), /*last_only=*/true);
-  auto stepped_cache = cache_for("streaming:sink=2,window=8", 30, /*batch=*/1);
-  at::Tensor last;
-  for (int64_t t = 0; t < 30; ++t)
-    last = loaded.model->forward(ids.narrow(1, t, 1), positions.narrow(1, t, 1), stepped_cache.get(), true);
-  EXPECT_LE((prefill - last).abs().max().item<double>(), 1e-5 * prefill.abs().max().item<double>());
+  for (const int64_t tokens : {30, 200}) {
+    at::Tensor ids = at::randint(0, 256, {1, tokens}, at::kLong);
+    at::Tensor positions = at::arange(tokens, at::kLong).unsqueeze(0);
+    auto prefill_cache = cache_for("streaming:sink=2,window=8", tokens, /*batch=*/1);
+    at::Tensor prefill = loaded.model->forward(ids, positions, prefill_cache.get(), /*last_only=*/true);
+    auto stepped_cache = cache_for("streaming:sink=2,window=8", tokens, /*batch=*/1);
+    at::Tensor last;
+    for (int64_t t = 0; t < tokens; ++t)
+      last = loaded.model->forward(ids.narrow(1, t, 1), positions.narrow(1, t, 1), stepped_cache.get(), true);
+    EXPECT_LE((prefill - last).abs().max().item<double>(), 1e-5 * prefill.abs().max().item<double>()) << tokens;
+  }
 }
 
 // SnapKV on a hand-built layer: the observation window's queries point at chosen keys, which survive,
