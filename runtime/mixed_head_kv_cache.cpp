@@ -1,9 +1,11 @@
 #include "runtime/mixed_head_kv_cache.h"
 
-#include <algorithm>
 #include <stdexcept>
+#include <string>
+#include <tuple>
 
 namespace kvforge {
+
 MixedHeadKVCache::MixedHeadKVCache(const std::vector<std::vector<bool>>& streaming_heads, int64_t sink_tokens,
                                    int64_t recent_tokens, int64_t batch, int64_t head_dim, int64_t capacity,
                                    const at::TensorOptions& options, int64_t decode_query_heads)
