@@ -12,7 +12,7 @@ at::Tensor banded_attention(const at::Tensor& q, const at::Tensor& keys, const a
   const int64_t batch = q.size(0), heads = q.size(1), tokens = q.size(2), head_dim = q.size(3);
   const int64_t kv_heads = keys.size(1), prior = keys.size(2) - tokens;
   if (block <= 0) block = std::clamp<int64_t>(window, 64, 1024);
-  if (key_positions.dim() != 2 || prior < 0 || window <= 0 || tokens <= 2 * (block + window))
+  if (key_positions.dim() != 2 || prior < 0 || window <= 0 || tokens <= 2 * (block + window) || sink >= tokens)
     return masked_attention(q, keys, values, attention_mask(query_positions, key_positions, 0, sink, window));
 
   const int64_t blocks = (tokens + block - 1) / block, padded = blocks * block;
