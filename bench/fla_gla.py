@@ -2,7 +2,7 @@
 
 chunk_simple_gla is the same operation as kvforge's gated_linear_attention (one scalar gate per head and token);
 chunk_gla decays per key channel (the gate broadcast over channels here), the kernel the issue names. Scale 1, bf16,
-CUDA-event medians after warm-up, forward and forward + backward.
+forward and forward + backward, timed as `kvforge bench` times: the median over bursts of 10 back-to-back calls.
 usage: python bench/fla_gla.py --batch 4 --lengths 2048,8192 --heads 32 --features 128 --value-dim 128
 """
 import argparse
@@ -12,6 +12,9 @@ from fla.ops.gla import chunk_gla
 from fla.ops.simple_gla import chunk_simple_gla
 
 
+BURST = 10  # as cli/cuda_timing.h
+
+
 def median_ms(work, iterations):
     for _ in range(3):
         work()
@@ -19,10 +22,11 @@ def median_ms(work, iterations):
     for _ in range(iterations):
         start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        work()
+        for _ in range(BURST):
+            work()
         stop.record()
         stop.synchronize()
-        times.append(start.elapsed_time(stop))
+        times.append(start.elapsed_time(stop) / BURST)
     return sorted(times)[len(times) // 2]
 
 
