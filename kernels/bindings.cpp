@@ -138,17 +138,25 @@ namespace {
 #ifdef KVFORGE_HAVE_CUDA
 // What both decode launches share: the query, the output, the window, the chunking and its workspace. `busy_heads`:
 // the KV heads that hold about shape.slots slots (the others end early), so the chunking fills the GPU with them.
+// Chunks per sequence: `splits` when given (at most one per slot), else decode_attention_splits counting only the
+// KV heads that hold about shape.slots (the others end early). Also allocates the flash-decoding workspace for them.
+int chunk_plan(const at::Tensor& q, const DecodeAttentionShape& shape, int64_t busy_heads, int64_t splits,
+               at::Tensor& workspace) {
+  DecodeAttentionShape busy = shape;
+  busy.kv_heads = std::max<int64_t>(busy_heads, 1);
+  const int chunks = splits > 0 ? static_cast<int>(std::min(splits, std::max<int64_t>(shape.slots, 1)))
+                                : decode_attention_splits(
+                                      busy, at::cuda::getDeviceProperties(q.device().index())->multiProcessorCount);
+  workspace = at::empty({decode_attention_workspace_floats(shape, chunks)}, q.options().dtype(at::kFloat));
+  return chunks;
+}
+
 DecodeAttentionParams decode_params(const at::Tensor& q, const DecodeAttentionShape& shape, int64_t busy_heads,
                                     double scale, const DecodeMaskWindow& window, const at::Tensor& out, int64_t splits,
                                     at::Tensor& workspace, at::Tensor& query_positions, const char* caller) {
   DecodeAttentionParams params;
   params.shape = shape;
-  DecodeAttentionShape busy = shape;
-  busy.kv_heads = std::max<int64_t>(busy_heads, 1);
-  params.splits = splits > 0 ? static_cast<int>(std::min(splits, shape.slots))
-                             : decode_attention_splits(
-                                   busy, at::cuda::getDeviceProperties(q.device().index())->multiProcessorCount);
-  workspace = at::empty({decode_attention_workspace_floats(shape, params.splits)}, q.options().dtype(at::kFloat));
+  params.splits = chunk_plan(q, shape, busy_heads, splits, workspace);
   params.q = reinterpret_cast<const uint16_t*>(q.data_ptr());
   if (window.window > 0) {
     query_positions = window.query_positions.to(q.device(), at::kLong).contiguous();
@@ -362,9 +370,9 @@ bool quantized_decode_supported(const QuantizedDecodeInputs& in, int64_t query_h
 
 at::Tensor quantized_decode_attention(const at::Tensor& q, const QuantizedDecodeInputs& in, double scale,
                                       at::Tensor out, int64_t splits, bool tensor_cores) {
-  if (q.dim() != 4 || q.size(2) != 1 || !quantized_decode_supported(in, q.size(1)) || !q.is_contiguous() ||
-      q.device() != in.recent_keys.device() || q.scalar_type() != at::kBFloat16 ||
-      q.size(0) != in.recent_keys.size(0) || q.size(3) != in.recent_keys.size(3))
+  if (!decode_query_readable(q) || !quantized_decode_supported(in, q.size(1)) ||
+      q.device() != in.recent_keys.device() || q.size(0) != in.recent_keys.size(0) ||
+      q.size(3) != in.recent_keys.size(3))
     throw std::invalid_argument("kernels::quantized_decode_attention: unsupported tensors");
 #ifdef KVFORGE_HAVE_CUDA
   if (!out.defined()) out = at::empty_like(q);
@@ -374,11 +382,8 @@ at::Tensor quantized_decode_attention(const at::Tensor& q, const QuantizedDecode
   const int device = q.device().index();
   QuantizedDecodeParams params;
   params.shape = shape;
-  params.splits = splits > 0
-                      ? static_cast<int>(std::min(splits, std::max<int64_t>(shape.slots, 1)))
-                      : decode_attention_splits(shape, at::cuda::getDeviceProperties(device)->multiProcessorCount);
-  at::Tensor workspace =
-      at::empty({decode_attention_workspace_floats(shape, params.splits)}, q.options().dtype(at::kFloat));
+  at::Tensor workspace;
+  params.splits = chunk_plan(q, shape, shape.kv_heads, splits, workspace);
   auto half = [](const at::Tensor& t) {
     return t.defined() ? reinterpret_cast<const uint16_t*>(t.data_ptr()) : nullptr;
   };
