@@ -211,7 +211,11 @@ TEST(PrefixKvCalibration, MeetsEveryBudgetOnTheTinyModel) {
   // Importance is a distribution per query: each layer's profile sums to the number of queries.
   const auto importance = prefixkv::layer_importance(loaded.model, prompts[0]);
   ASSERT_EQ(importance.size(), 3u);
-  for (const auto& layer : importance) EXPECT_NEAR(std::accumulate(layer.begin(), layer.end(), 0.0), 96.0, 1e-6);
+  // Each query's weights are a float32 softmax, so a row sums to 1 only within float32 rounding (its error depends on
+  // the CPU's summation order): the bound is relative to the total, 1e-5 of it, far below one query's weight of 1.
+  constexpr double kQueries = 96.0;
+  for (const auto& layer : importance)
+    EXPECT_NEAR(std::accumulate(layer.begin(), layer.end(), 0.0), kQueries, 1e-5 * kQueries);
   EXPECT_INPUT_ERROR(prefixkv::calibrate(loaded.model, prompts, {{1.5}, 4}), "budgets", "(0, 1]");
 }
 
