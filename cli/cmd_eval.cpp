@@ -12,6 +12,7 @@
 #include "cli/recipe.h"
 #include "eval/harness.h"
 #include "policies/heads.h"
+#include "runtime/file_system.h"
 #include "runtime/input_error.h"
 
 namespace kvforge {
@@ -45,8 +46,11 @@ struct EvalArgs {
   std::vector<std::string> positional;
   std::string model, tasks, lengths, out, device;
   std::vector<std::string> policies, perplexity, artifacts;
-  int64_t samples = -1;
-  int64_t batch_size = -1;
+  int64_t samples = 0;
+  int64_t batch_size = 0;
+  // Set when the flag was given: any value it carries, negative too, reaches the checks.
+  const CLI::Option* samples_flag = nullptr;
+  const CLI::Option* batch_size_flag = nullptr;
 };
 
 // "a,b,c" → a YAML list, so flags and recipe keys share one parser.
@@ -78,8 +82,8 @@ void run_eval_command(const EvalArgs& args) {
   if (!args.artifacts.empty()) recipe.set("artifacts", YAML::Node(args.artifacts), "--artifact");
   if (!args.tasks.empty()) recipe.set("tasks", comma_list(args.tasks), "--tasks");
   if (!args.lengths.empty()) recipe.set("lengths", comma_list(args.lengths), "--lengths");
-  if (args.samples >= 0) recipe.set("samples", YAML::Node(args.samples), "--samples");
-  if (args.batch_size >= 0) recipe.set("batch_size", YAML::Node(args.batch_size), "--batch-size");
+  if (args.samples_flag->count() > 0) recipe.set("samples", YAML::Node(args.samples), "--samples");
+  if (args.batch_size_flag->count() > 0) recipe.set("batch_size", YAML::Node(args.batch_size), "--batch-size");
   if (!args.perplexity.empty()) recipe.set("perplexity", YAML::Node(args.perplexity), "--perplexity");
   if (!args.out.empty()) recipe.set("out", YAML::Node(args.out), "--out");
   if (!args.device.empty()) recipe.set("device", YAML::Node(args.device), "--device");
@@ -97,6 +101,9 @@ void run_eval_command(const EvalArgs& args) {
   options.answer_perplexity = recipe.get_bool("answer_perplexity");
   options.beyond_context = recipe.get_bool("beyond_context");
   if (options.perplexity_chunk < 1) fail_input("command line", "perplexity_chunk", "expected >= 1");
+  // The report's folder is checked before the model loads, not found unusable after the whole evaluation.
+  const std::string out = recipe.get_string("out");
+  check_output_folder(out, recipe.origin("out"), "out");
 
   Ranks ranks = recipe_ranks(recipe);  // under torchrun each rank runs its share of every cell's batches
   const at::Device device = ranks.device;
@@ -132,9 +139,8 @@ void run_eval_command(const EvalArgs& args) {
       },
       ranks.group());
   if (!main_rank) return;
-  const std::string out = recipe.get_string("out");
   eval::WrittenReport written = eval::write_report(report, out);
-  std::cout << eval::report_markdown(report) << "\nreport: " << out << "/report.md (also";
+  std::cout << eval::plain_text(eval::report_markdown(report)) << "\nreport: " << out << "/report.md (also";
   for (size_t i = 1; i < written.files.size(); ++i) std::cout << " " << written.files[i];
   std::cout << ")\n";
 }
@@ -153,8 +159,8 @@ void add_eval_command(CLI::App& app) {
       ->allow_extra_args(false);
   command->add_option("--tasks", args->tasks, "comma-separated tasks, e.g. passkey,niah_single");
   command->add_option("--lengths", args->lengths, "comma-separated prompt lengths in tokens");
-  command->add_option("--samples", args->samples, "samples per task and length");
-  command->add_option("--batch-size", args->batch_size, "prompts per generation batch");
+  args->samples_flag = command->add_option("--samples", args->samples, "samples per task and length");
+  args->batch_size_flag = command->add_option("--batch-size", args->batch_size, "prompts per generation batch");
   command->add_option("--perplexity", args->perplexity, "text or JSONL file; repeatable")->allow_extra_args(false);
   command->add_option("--out", args->out, "output folder (report.json, report.md, plots)");
   command->add_option("--device", args->device, "auto | cpu | cuda | cuda:N");

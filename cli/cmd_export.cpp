@@ -17,12 +17,13 @@ struct ExportArgs {
 
 void run_export_command(const ExportArgs& args) {
   if (args.format != "duo-tsv") fail_input("--format", args.format, "expected duo-tsv");
+  const std::string out = args.out.empty() ? "full_attention_heads.tsv" : args.out;
+  check_output_file(out, "command line", "--out");
   const Artifact artifact = read_artifact(args.artifact);
   if (artifact.method != kRlkvMethod && artifact.method != kDuoMethod)
     fail_input(args.artifact, "__metadata__.kvforge.method",
                "duo-tsv holds KV-head gates; expected an rlkv or duo artifact, got '" + artifact.method + "'");
   const at::Tensor& gates = artifact.tensors.at("gates");
-  const std::string out = args.out.empty() ? "full_attention_heads.tsv" : args.out;
   write_text_atomically(out, gates_to_tsv(gates));
   std::cout << out << ": " << gates.size(0) << " layers × " << gates.size(1) << " KV heads\n";
 }

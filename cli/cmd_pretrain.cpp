@@ -1,7 +1,5 @@
 // kvforge pretrain: train a built-in base model (byte tokenizer, Llama architecture, GQA) on the
 // synthetic task mixture. torchrun --no-python --nproc-per-node N kvforge pretrain ... runs it data-parallel.
-#include <filesystem>
-#include <fstream>
 #include <iomanip>
 #include <iostream>
 
@@ -9,6 +7,7 @@
 #include "cli/ranks.h"
 #include "cli/recipe.h"
 #include "cli/trainer_recipe.h"
+#include "runtime/file_system.h"
 #include "runtime/input_error.h"
 #include "runtime/model_loader.h"
 #include "trainers/distributed.h"
@@ -121,11 +120,13 @@ void run_pretrain_command(const PretrainArgs& args) {
   config.eval.lengths = recipe.get_int_list("eval.lengths");
   config.eval.samples = recipe.get_int("eval.samples");
 
-  validate(config);  // bad input gives one error line before anything is printed or written
+  // Bad input gives one error line before anything is printed or written.
+  validate(config);
+  validate(loop, env.world_size);
+  check_output_folder(config.out_dir, recipe.origin("out"), "out");
   DataParallel parallel(env, device, env.timeout);
   if (parallel.is_main()) {
-    std::filesystem::create_directories(config.out_dir);
-    std::ofstream(config.out_dir + "/recipe.yaml") << loop.recipe_text;
+    start_run_folder(recipe, config.out_dir);
     std::cout << "pretraining a " << config.model.num_layers << "-layer model (hidden " << config.model.hidden_size
               << ", " << config.model.num_heads << " heads, " << config.model.num_kv_heads << " KV heads) on "
               << device.str() << ", " << parallel.world_size() << " rank(s) -> " << config.out_dir << std::endl;
@@ -138,7 +139,7 @@ void run_pretrain_command(const PretrainArgs& args) {
             << (result.records.empty() ? 0.0 : result.records.back().loss) << "\nmodel: " << result.model_dir << "\n";
   if (!result.accuracy.empty()) {
     const std::string table = accuracy_table(result.accuracy);
-    std::ofstream(config.out_dir + "/accuracy.md") << table;
+    write_text_atomically(config.out_dir + "/accuracy.md", table);
     std::cout << table;
   }
 }

@@ -11,6 +11,7 @@
 #include "cli/train_lizard.h"
 #include "cli/train_prefixkv.h"
 #include "cli/train_rlkv.h"
+#include "runtime/file_system.h"
 #include "runtime/input_error.h"
 
 namespace kvforge {
@@ -65,6 +66,8 @@ void run_train_command(const TrainArgs& args) {
                    name + "'");
   Recipe recipe(found->second.schema());
   recipe.apply_arguments(arguments);
+  // A bad output folder fails here, before the model loads; the method creates it once its inputs are checked.
+  check_output_folder(recipe.get_string("out"), recipe.origin("out"), "out");
   found->second.run(recipe, args.resume);
 }
 

@@ -23,7 +23,8 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help prints and succeeds; an unknown flag or a value of the wrong type is bad input, exit 2 like the rest.
+    return app.exit(e) == 0 ? 0 : 2;
   } catch (const kvforge::InputError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 2;

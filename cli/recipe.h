@@ -29,6 +29,8 @@ class Recipe {
   void set(const std::string& path, const YAML::Node& value, const std::string& origin);
 
   bool has(const std::string& path) const;  // a non-null value is set
+  // Where a key's value came from, for errors: a file path, "command line", a flag such as "--out", or "default".
+  const std::string& origin(const std::string& path) const { return value_of(path).origin; }
   std::string get_string(const std::string& path) const;
   int64_t get_int(const std::string& path) const;
   double get_double(const std::string& path) const;

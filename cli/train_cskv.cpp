@@ -3,7 +3,6 @@
 #include <torch/torch.h>
 
 #include <chrono>
-#include <filesystem>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
@@ -131,10 +130,7 @@ void run_cskv_recipe(const Recipe& recipe, bool resume) {
 
   const std::string out = recipe.get_string("out");
   const std::string recipe_text = recipe.to_yaml();
-  if (main_rank) {
-    std::filesystem::create_directories(out);
-    write_text_atomically(out + "/recipe.yaml", recipe_text);
-  }
+  if (main_rank) start_run_folder(recipe, out);
   if (main_rank)
     std::cerr << "cskv: " << cskv::init_name(options.init) << " factors of " << loaded.dir << " on " << device.str()
               << ", ranks K " << options.key_rank << " / V " << options.value_rank << " of "

@@ -147,10 +147,7 @@ void run_kvpred_recipe(const Recipe& recipe, bool resume) {
 
   const std::string out = recipe.get_string("out");
   const std::string recipe_text = recipe.to_yaml();
-  if (main_rank) {
-    std::filesystem::create_directories(out);
-    write_text_atomically(out + "/recipe.yaml", recipe_text);
-  }
+  if (main_rank) start_run_folder(recipe, out);
   const int64_t flops_length = data.max_tokens;
   const double flops_ratio =
       forward_flops(config, flops_length, 0, 1) / kv_prediction_prefill_flops(config, auxiliary_config, flops_length);

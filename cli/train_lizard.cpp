@@ -3,7 +3,6 @@
 #include <torch/torch.h>
 
 #include <chrono>
-#include <filesystem>
 #include <iomanip>
 #include <iostream>
 
@@ -135,8 +134,12 @@ void run_lizard_recipe(const Recipe& recipe, bool resume) {
   LoadedModel loaded = load_frozen_model(recipe, device);
   transfer_loop.bf16_autocast = tune_loop.bf16_autocast = device.is_cuda();
   if (main_rank) {
-    std::filesystem::create_directories(out);
-    write_text_atomically(out + "/recipe.yaml", recipe.to_yaml());
+    start_run_folder(recipe, out);
+    std::cerr << "lizard: " << variant_name(config) << " linearization of " << loaded.dir << " on " << device.str()
+              << ", window " << config.attention.window << ", stage 1 " << transfer_loop.steps
+              << " steps (attention transfer), stage 2 " << tune_loop.steps << " steps ("
+              << (lora.rank > 0 ? "LoRA r" + std::to_string(lora.rank) : std::string("no LoRA"))
+              << ", language-model loss)" << std::endl;
   }
   const int64_t eval_batches = recipe.get_int("eval.batches");
   auto held_out_lm = [&](Linearization* linearization, const BatchSource& batches) {

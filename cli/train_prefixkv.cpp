@@ -1,6 +1,5 @@
 #include "cli/train_prefixkv.h"
 
-#include <filesystem>
 #include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -112,8 +111,7 @@ void run_prefixkv_recipe(const Recipe& recipe, bool) {
   const std::string recipe_text = recipe.to_yaml();
   const bool main_rank = ranks.is_main();
   if (main_rank) {
-    std::filesystem::create_directories(out);
-    write_text_atomically(out + "/recipe.yaml", recipe_text);
+    start_run_folder(recipe, out);
     std::cerr << "prefixkv: calibrating " << loaded.dir << " on " << device.str() << " with " << prompts.size()
               << " prompt(s) for budget(s)";
     for (double budget : options.budgets) std::cerr << " " << budget;

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <filesystem>
 #include <iomanip>
 #include <iostream>
 #include <memory>
@@ -174,8 +173,7 @@ void run_rlkv_recipe(const Recipe& recipe, bool resume) {
   loop.resume = resume;
   loop.recipe_text = recipe.to_yaml();
   if (ranks.is_main()) {
-    std::filesystem::create_directories(loop.out_dir);
-    write_text_atomically(loop.out_dir + "/recipe.yaml", loop.recipe_text);
+    start_run_folder(recipe, loop.out_dir);
     std::cerr << "rlkv (" << objective_name << "): " << loaded.config.num_layers * loaded.config.num_kv_heads
               << " KV-head gates of " << loaded.dir << " on " << device.str() << ", " << loop.steps << " steps"
               << std::endl;

@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "cli/device_choice.h"
+#include "runtime/file_system.h"
 #include "runtime/input_error.h"
 #include "trainers/text_batches.h"
 
@@ -92,9 +93,15 @@ LoopConfig cosine_loop(const Recipe& recipe, const std::string& out, bool resume
   loop.checkpoint_every = recipe.get_int(s + "checkpoint_every");
   loop.time_phases = recipe.get_bool(s + "time_phases");
   loop.out_dir = out;
+  loop.section = section;
   loop.resume = resume;
   loop.recipe_text = recipe.to_yaml();
   return loop;
+}
+
+void start_run_folder(const Recipe& recipe, const std::string& out) {
+  make_output_folder(out, recipe.origin("out"), "out");
+  write_text_atomically(out + "/recipe.yaml", recipe.to_yaml());
 }
 
 LoadedModel load_frozen_model(const Recipe& recipe, const at::Device& device) {

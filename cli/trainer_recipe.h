@@ -47,6 +47,10 @@ std::vector<RecipeKey> cosine_loop_keys(const std::string& section, const Cosine
 // checkpoints in `out`, the recipe's text stored with them.
 LoopConfig cosine_loop(const Recipe& recipe, const std::string& out, bool resume, const std::string& section = "train");
 
+// The run's output folder `out` (the recipe's `out` key) created, with the resolved recipe written into it as
+// recipe.yaml. Rank 0 calls it once the inputs are checked: a bad `out` is an InputError naming the key.
+void start_run_folder(const Recipe& recipe, const std::string& out);
+
 // `model` on `device` in the recipe's `dtype`, with `threads` applied: the frozen model a method trains around.
 LoadedModel load_frozen_model(const Recipe& recipe, const at::Device& device);
 

@@ -224,11 +224,10 @@ void validate(const EvalOptions& options, const LoadedModel& model) {
   for (int64_t length : options.lengths) {
     if (length < 1) fail_input("command line", "--lengths", "expected positive lengths, got " + std::to_string(length));
     // Room for the answer: the longest target among the tasks is well under 128 tokens of any tokenizer.
-    if (!options.beyond_context && length + 128 > model.config.max_position_embeddings)
+    if (!options.beyond_context && length + 128 > usable_positions(model.config))
       fail_input("command line", "--lengths",
                  std::to_string(length) + " tokens plus room for the answer (128) exceeds the model's context of " +
-                     std::to_string(model.config.max_position_embeddings) + " (max_position_embeddings in " +
-                     model.dir + "/config.json); beyond_context=true measures speed and memory there");
+                     usable_positions_text(model.config) + "; beyond_context=true measures speed and memory there");
     for (const std::string& task : options.tasks) {
       try {
         draw_samples(tokenizer, task, length, 1, options.seed, options.arithmetic_steps);

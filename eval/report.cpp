@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -129,15 +130,21 @@ std::string speed_table(const EvalReport& report) {
                     peak < 0 ? kDash : fixed(static_cast<double>(peak) / (1024.0 * 1024.0), 1)});
   }
   if (rows.empty()) return "";
+  const bool any_peak_missing =
+      std::any_of(rows.begin(), rows.end(), [](const std::vector<std::string>& row) { return row.back() == kDash; });
   std::string n = counts.size() == 1 ? std::to_string(*counts.begin())
                                      : std::to_string(*counts.begin()) + kDash + std::to_string(*counts.rbegin());
   // Peak memory is the largest over a policy's cells: a mean of peaks at different lengths means nothing.
   const std::string caption = "### speed and memory" + std::string(kDot) + "mean over " +
                               std::to_string(cells_per_policy) + " cells (n=" + n +
                               " prompts each); peak = max over cells";
-  return caption + "\n\n" +
-         markdown_table({"policy", "KV kept", "TTFT ms", "decode tok/s", "peak MiB"}, rows,
-                        {false, true, true, true, true});
+  std::string table = caption + "\n\n" +
+                      markdown_table({"policy", "KV kept", "TTFT ms", "decode tok/s", "peak MiB"}, rows,
+                                     {false, true, true, true, true});
+  if (any_peak_missing)
+    table += "\npeak MiB is the device's peak allocated memory, read on CUDA only: " + std::string(kDash) +
+             " where the run was on the CPU\n";
+  return table;
 }
 
 std::string perplexity_table(const EvalReport& report) {
@@ -149,10 +156,26 @@ std::string perplexity_table(const EvalReport& report) {
                                                {false, false, true, true, true, true});
 }
 
-std::string sanitize_file_name(const std::string& label) {
-  std::string out = label;
-  for (char& c : out)
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') c = '_';
+// A short file-name slug of a policy label: lower case, each run of other characters one '_', a word that repeats
+// the one before it dropped ("lizard (Lizard, window 32)" -> "lizard_window_32"), cut at a word to 40 characters.
+std::string policy_slug(const std::string& label) {
+  constexpr size_t kMaxChars = 40;
+  std::vector<std::string> words(1);
+  for (const char c : label) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (std::isalnum(byte) || c == '.' || c == '-') {
+      words.back() += static_cast<char>(std::tolower(byte));
+    } else if (!words.back().empty()) {
+      words.emplace_back();
+    }
+  }
+  std::string out;
+  for (size_t i = 0; i < words.size(); ++i) {
+    if (words[i].empty() || (i > 0 && words[i] == words[i - 1])) continue;
+    const size_t grown = out.size() + (out.empty() ? 0 : 1) + words[i].size();
+    if (grown > kMaxChars && !out.empty()) break;
+    out += (out.empty() ? "" : "_") + words[i].substr(0, kMaxChars);
+  }
   return out.empty() ? "_" : out;
 }
 
@@ -236,6 +259,45 @@ std::string report_markdown(const EvalReport& report) {
   return out;
 }
 
+std::string plain_text(const std::string& markdown) {
+  std::istringstream lines(markdown);
+  std::string out;
+  for (std::string line; std::getline(lines, line);) {
+    const size_t hashes = line.find_first_not_of('#');
+    if (hashes != std::string::npos && hashes > 0 && line[hashes] == ' ') {  // "### title" -> title, underlined
+      const std::string title = line.substr(hashes + 1);
+      out += title + "\n" + std::string(display_width(title), hashes == 1 ? '=' : '-') + "\n";
+      continue;
+    }
+    if (line.rfind("|", 0) != 0) {
+      line.erase(std::remove(line.begin(), line.end(), '`'), line.end());
+      out += line + "\n";
+      continue;
+    }
+    // A table row "| a | b |" -> "a  b"; the separator row "|---|--:|" -> dashes under each column. Each cell is
+    // padded by one character on each side (a space, or a dash in the separator): those go, the widths stay.
+    const bool separator = line.find_first_not_of("|-: ") == std::string::npos;
+    std::vector<std::string> cells(1);
+    for (size_t i = 1; i < line.size(); ++i) {
+      if (line[i] == '\\' && i + 1 < line.size() && line[i + 1] == '|') {  // an escaped pipe inside a cell
+        cells.back() += '|';
+        ++i;
+      } else if (line[i] == '|') {
+        cells.emplace_back();
+      } else {
+        cells.back() += separator && line[i] == ':' ? '-' : line[i];
+      }
+    }
+    cells.pop_back();  // what follows the closing pipe
+    std::string row;
+    for (const std::string& cell : cells)
+      row += (row.empty() ? "" : "  ") + (cell.size() >= 2 ? cell.substr(1, cell.size() - 2) : cell);
+    while (!row.empty() && row.back() == ' ') row.pop_back();
+    out += row + "\n";
+  }
+  return out;
+}
+
 WrittenReport write_report(const EvalReport& report, const std::string& out_dir) {
   const std::filesystem::path dir(out_dir);
   std::error_code error;
@@ -258,10 +320,10 @@ WrittenReport write_report(const EvalReport& report, const std::string& out_dir)
       return cell.policy == policy && !cell.by_depth.empty();
     });
     if (!has_depths) continue;
-    // Different labels can sanitise alike ("a:b", "a_b"); a suffix keeps one from overwriting the other.
-    std::string stem = "needle_heatmap-" + sanitize_file_name(policy);
+    // Different labels can slug alike ("a:b", "a_b"); a suffix keeps one from overwriting the other.
+    std::string stem = "needle_heatmap-" + policy_slug(policy);
     for (int suffix = 2; used.count(stem); ++suffix)
-      stem = "needle_heatmap-" + sanitize_file_name(policy) + "-" + std::to_string(suffix);
+      stem = "needle_heatmap-" + policy_slug(policy) + "-" + std::to_string(suffix);
     used.insert(stem);
     emit(stem + ".svg", needle_heatmap_svg(report, policy));
   }

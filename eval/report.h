@@ -62,6 +62,9 @@ std::string markdown_table(const std::vector<std::string>& header, const std::ve
 
 std::string report_json(const EvalReport& report);
 std::string report_markdown(const EvalReport& report);
+// The markdown report as a terminal shows it: headings underlined, the tables' pipes turned into column gaps (the
+// columns stay aligned), code marks and escapes removed. What `kvforge eval` prints; report.md keeps the markdown.
+std::string plain_text(const std::string& markdown);
 // Mean accuracy over tasks and lengths (x: mean KV ratio, y: mean accuracy), one line per policy family
 // (policies sharing the text before ':'), points labelled, the Pareto front drawn.
 std::string accuracy_vs_kv_svg(const EvalReport& report);

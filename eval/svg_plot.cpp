@@ -10,6 +10,7 @@
 #include <iterator>
 #include <limits>
 #include <map>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -73,6 +74,26 @@ std::string line(double x1, double y1, double x2, double y2, const std::string& 
 
 std::string shorten(const std::string& label, size_t max_chars) {
   return label.size() <= max_chars ? label : label.substr(0, max_chars - 1) + "\xE2\x80\xA6";  // "…"
+}
+
+// A legend entry's lines: "name (a, b, c)" -> {"name", "a, b, c" wrapped at spaces to 19 characters}; the name, or a
+// label without a description, shortened to 18 (the legend column's width at 12 px).
+std::vector<std::string> legend_lines(const std::string& family) {
+  constexpr size_t kNameChars = 18, kDescriptionChars = 19;
+  const size_t open = family.find(" (");
+  if (open == std::string::npos || family.back() != ')') return {shorten(family, kNameChars)};
+  std::vector<std::string> lines{shorten(family.substr(0, open), kNameChars)};
+  std::istringstream words(family.substr(open + 2, family.size() - open - 3));
+  std::string line;
+  for (std::string word; words >> word;) {
+    if (!line.empty() && line.size() + 1 + word.size() > kDescriptionChars) {
+      lines.push_back(shorten(line, kDescriptionChars));
+      line.clear();
+    }
+    line += (line.empty() ? "" : " ") + word;
+  }
+  if (!line.empty()) lines.push_back(shorten(line, kDescriptionChars));
+  return lines;
 }
 
 struct Box {
@@ -183,7 +204,11 @@ std::string policy_family(const std::string& policy) { return policy.substr(0, p
 
 std::string policy_point_label(const std::string& policy) {
   const size_t colon = policy.find(':');
-  if (colon == std::string::npos) return shorten(policy, 16);
+  if (colon == std::string::npos) {
+    // "cskv (asvd+train, 50% KV)": the legend carries the description, so the point shows the method's name.
+    const size_t open = policy.find(" (");
+    return shorten(open == std::string::npos ? policy : policy.substr(0, open), 16);
+  }
   const std::string rest = policy.substr(colon + 1);
   if (rest.size() <= 12) return rest;
   // Long parameter lists: keep every value, cut each key to its first letter.
@@ -339,8 +364,15 @@ std::string accuracy_plot_svg(const EvalReport& report, const RelativeAxis& axis
     svg += line(legend_x, legend_y, legend_x + 22, legend_y, "stroke=\"" + colors[family] + "\" stroke-width=\"2\"");
     svg += "<rect x=\"" + num(legend_x + 7) + "\" y=\"" + num(legend_y - 4) + "\" width=\"8\" height=\"8\" fill=\"" +
            colors[family] + "\"/>\n";
-    svg += text(legend_x + 30, legend_y + 4, shorten(family, 18));
-    legend_y += 20;
+    // A learned family's label carries its artifact's description ("cskv (asvd+train, 50% KV)"): the name on the
+    // first line, the description wrapped under it in smaller type, so nothing is cut.
+    const std::vector<std::string> lines = legend_lines(family);
+    svg += "<g><title>" + xml_escape(family) + "</title>\n";
+    svg += text(legend_x + 30, legend_y + 4, lines[0]);
+    for (size_t k = 1; k < lines.size(); ++k)
+      svg += text(legend_x + 30, legend_y + 4 + 12.0 * k, lines[k], "font-size=\"10\"");
+    svg += "</g>\n";
+    legend_y += 20 + 12.0 * static_cast<double>(lines.size() - 1);
   }
   svg += line(legend_x, legend_y, legend_x + 22, legend_y,
               "stroke=\"#555\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\"");

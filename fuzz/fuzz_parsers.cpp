@@ -2,9 +2,10 @@
 // tokenizer.json, and encode/decode of arbitrary bytes. Built with clang -fsanitize=fuzzer,
 // LLVMFuzzerTestOneInput is the libFuzzer entry point. Built as here (g++ with ASan/UBSan), main() is a
 // self-contained mutation driver:
-//   fuzz_parsers [--iterations N] [--seed S] CONFIG.json...
+//   fuzz_parsers [--iterations N] [--seed S] CONFIG.json...   (--help lists the options)
 // Parsers may reject input only with kvforge::InputError; any other exception, crash or sanitizer
 // report is a bug. Encoding must also round-trip (see round_trip).
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -377,14 +378,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 int main(int argc, char** argv) {
   long iterations = 200000;
   uint64_t seed = 1;
+  std::vector<std::string> config_files;
+  CLI::App app{"Mutation fuzzer over kvforge's parsers (safetensors, config.json, tokenizer.json, encode/decode)"};
+  app.add_option("--iterations", iterations, "mutated inputs to parse")->check(CLI::PositiveNumber);
+  app.add_option("--seed", seed, "random seed of the mutations");
+  app.add_option("configs", config_files, "config.json files to start the config mutations from")
+      ->check(CLI::ExistingFile);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    return app.exit(error) == 0 ? 0 : 2;  // --help prints and succeeds; bad arguments are bad input
+  }
   std::vector<std::string> config_seeds;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--iterations") == 0 && i + 1 < argc) {
-      iterations = std::atol(argv[++i]);
-    } else if (std::strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
-      seed = std::strtoull(argv[++i], nullptr, 10);
-    } else {
-      config_seeds.push_back(kvforge::read_text_file(argv[i]));
+  for (const std::string& path : config_files) {
+    try {
+      config_seeds.push_back(kvforge::read_text_file(path));
+    } catch (const kvforge::InputError& error) {
+      std::fprintf(stderr, "error: %s\n", error.what());
+      return 2;
     }
   }
   if (config_seeds.empty())

@@ -85,10 +85,7 @@ std::string lizard_description(const Artifact& artifact) {
     auto found = artifact.metrics.find(key);
     return found == artifact.metrics.end() ? int64_t{0} : static_cast<int64_t>(found->second);
   };
-  std::string kind = config.attention.kind == HybridKind::kLolcats ? "LoLCATs-style"
-                     : config.gates                                ? "Lizard"
-                                                                   : "ungated Lizard";
-  std::string text = kind + ", window " + std::to_string(config.attention.window);
+  std::string text = std::string(variant_name(config)) + ", window " + std::to_string(config.attention.window);
   if (count("steps") > 0) text += ", " + std::to_string(count("steps")) + " steps";
   if (count("stage2_steps") > 0)
     text += " + " + std::to_string(count("stage2_steps")) +

@@ -46,6 +46,11 @@ int lora_index(LoraTarget target) {
 
 }  // namespace
 
+const char* variant_name(const LinearizationConfig& config) {
+  if (config.attention.kind == HybridKind::kLolcats) return "LoLCATs-style";
+  return config.gates ? "Lizard" : "ungated Lizard";
+}
+
 LinearizedLayerImpl::LinearizedLayerImpl(const ModelConfig& model, const LinearizationConfig& config,
                                          const at::TensorOptions& options) {
   const int64_t heads = model.num_heads, head_dim = model.head_dim, features = config.feature_dim;

@@ -48,6 +48,9 @@ struct LinearizationConfig {
   LoraConfig lora;
 };
 
+// "Lizard", "ungated Lizard" or "LoLCATs-style": the variant a configuration is, for banners and labels.
+const char* variant_name(const LinearizationConfig& config);
+
 // One layer's trainable parameters. Feature maps start at the rectangular identity (LoLCATs' lk_zero_init), so φ
 // first reads the leading channels of q and k.
 struct LinearizedLayerImpl : torch::nn::Module {

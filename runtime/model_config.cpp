@@ -1,6 +1,7 @@
 #include "runtime/model_config.h"
 
 #include <map>
+#include <sstream>
 
 #include "runtime/input_error.h"
 #include "runtime/json_file.h"
@@ -230,6 +231,22 @@ ModelConfig ModelConfig::from_json(const json& root, const std::string& source) 
 }
 
 ModelConfig ModelConfig::from_file(const std::string& path) { return from_json(read_json_file(path), path); }
+
+int64_t usable_positions(const ModelConfig& config) {
+  if (config.rope.type != RopeType::kLinear) return config.max_position_embeddings;
+  return static_cast<int64_t>(static_cast<double>(config.max_position_embeddings) * config.rope.factor);
+}
+
+std::string usable_positions_text(const ModelConfig& config) {
+  std::string text = std::to_string(usable_positions(config)) + " positions (max_position_embeddings " +
+                     std::to_string(config.max_position_embeddings);
+  if (config.rope.type == RopeType::kLinear) {
+    std::ostringstream factor;
+    factor << config.rope.factor;
+    text += " times linear RoPE scaling's factor " + factor.str();
+  }
+  return text + " in " + config.source + ")";
+}
 
 const char* to_string(ModelFamily family) {
   switch (family) {

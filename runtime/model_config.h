@@ -52,6 +52,12 @@ struct ModelConfig {
   static ModelConfig from_file(const std::string& path);
 };
 
+// How many positions the model is made for: max_position_embeddings, times the factor of linear RoPE scaling (such
+// configs give the length before scaling there, as vLLM reads them; llama3-scaled ones give the scaled length).
+int64_t usable_positions(const ModelConfig& config);
+// Where that number comes from, for errors: "1024 positions (max_position_embeddings in DIR/config.json)".
+std::string usable_positions_text(const ModelConfig& config);
+
 const char* to_string(ModelFamily family);
 const char* to_string(RopeType type);
 

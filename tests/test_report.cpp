@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -125,6 +126,29 @@ TEST(Report, MarkdownPutsSampleCountInEachCellWhenTheyDiffer) {
   EXPECT_EQ(count(md, "n=20 per cell"), 1u) << "arithmetic still uniform";
 }
 
+TEST(Report, PlainTextDropsTheMarkupAndKeepsTheColumnsAligned) {
+  const std::string markdown = report_markdown(sample_report());
+  const std::string text = plain_text(markdown);
+  EXPECT_EQ(text.find('|'), std::string::npos) << text;
+  EXPECT_EQ(text.find('#'), std::string::npos) << text;
+  EXPECT_EQ(text.find('`'), std::string::npos) << text;
+  EXPECT_NE(text.find("kvforge eval\n============\n"), std::string::npos) << text;
+  // Each table row keeps its cells, one gap apart, and every row of a table is as wide as its header.
+  // The first table: its header, the separator and the three policies' rows.
+  std::istringstream lines(text.substr(text.find("\npolicy ") + 1));
+  std::vector<std::string> table;
+  for (std::string line; table.size() < 5 && std::getline(lines, line);) table.push_back(line);
+  ASSERT_EQ(table.size(), 5u) << text;
+  EXPECT_EQ(table[1].find_first_not_of("- "), std::string::npos) << table[1];
+  EXPECT_EQ(table[3].rfind("snapkv:budget=0.25 ", 0), 0u) << table[3];
+  auto columns = [](const std::string& line) {  // code points: "·" is one column, two bytes
+    return std::count_if(line.begin(), line.end(),
+                         [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; });
+  };
+  for (size_t i = 1; i < 5; ++i) EXPECT_EQ(columns(table[i]), columns(table[0])) << table[i];
+  EXPECT_NE(table[2].find("100.0%"), std::string::npos) << table[2];  // the full cache's row, numbers intact
+}
+
 TEST(Report, MarkdownEscapesPipes) {
   EvalReport report = sample_report();
   for (CellResult& c : report.cells)
@@ -147,6 +171,9 @@ TEST(Report, PolicyFamilyAndPointLabel) {
   EXPECT_EQ(policy_point_label("snapkv:budget=0.25"), "budget=0.25");
   EXPECT_EQ(policy_point_label("full"), "full");
   EXPECT_EQ(policy_point_label("streaming:window=64,sink=4"), "w=64,s=4");
+  // A learned policy's description is in the legend; its point shows the method.
+  EXPECT_EQ(policy_point_label("cskv (asvd+train, 50% KV)"), "cskv");
+  EXPECT_EQ(policy_point_label("cskv (asvd+train, 50% KV):bits=4"), "bits=4");
 }
 
 TEST(Report, AccuracySvgHasPointsFrontLegendAndBalancedGroups) {
@@ -263,6 +290,35 @@ TEST(Report, WriteReportWritesFilesAtomically) {
   // One by one: std::filesystem::remove_all crashes in libtorch-linked binaries.
   for (const std::string& path : written.files) std::filesystem::remove(path);
   for (const std::string& path : {dir, base + "/nested", base}) std::filesystem::remove(path);
+}
+
+// Artifact policies carry their description in the label: the heatmap's file name is a short slug of it, and the
+// plot's legend shows all of it, wrapped, where a fixed cut used to end it mid-word.
+TEST(Report, LearnedPolicyLabelsGiveSlugFileNamesAndAWholeLegend) {
+  const std::string lizard = "lizard (Lizard, window 32, 60 steps + 60 LoRA r8)";
+  const std::string cskv = "cskv (asvd+train, 50% KV)";
+  EvalReport report = sample_report();
+  for (const std::string& policy : {lizard, cskv}) {
+    report.policies.push_back(policy);
+    for (CellResult c : report.cells)
+      if (c.policy == "full") {
+        c.policy = policy;
+        report.cells.push_back(c);
+      }
+  }
+  const std::string dir = make_temp_dir() + "/out";
+  const WrittenReport written = write_report(report, dir);
+  EXPECT_NE(std::find(written.files.begin(), written.files.end(),
+                      dir + "/needle_heatmap-lizard_window_32_60_steps_60_lora_r8.svg"),
+            written.files.end());
+  EXPECT_NE(std::find(written.files.begin(), written.files.end(), dir + "/needle_heatmap-cskv_asvd_train_50_kv.svg"),
+            written.files.end());
+  const std::string svg = accuracy_vs_kv_svg(report);
+  const std::string legend = svg.substr(svg.find("<g class=\"legend\""));
+  for (const char* line :
+       {">lizard<", ">Lizard, window 32,<", ">60 steps + 60 LoRA<", ">r8<", ">cskv<", ">asvd+train, 50% KV<"})
+    EXPECT_NE(legend.find(line), std::string::npos) << line << " in " << legend;
+  EXPECT_EQ(legend.find("\xE2\x80\xA6"), std::string::npos) << "no legend line is cut: " << legend;
 }
 
 TEST(Report, WriteReportNamesThePathOnFailure) {

@@ -167,6 +167,19 @@ TEST(TrainingLoop, ResumeAfterACrashReproducesTheUninterruptedRun) {
     EXPECT_EQ(continued.records[i].step, reference.records[4 + i].step);
     EXPECT_DOUBLE_EQ(continued.records[i].loss, reference.records[4 + i].loss) << "step " << 4 + i;
   }
+  // The crashed run had logged step 4 after its last checkpoint; the resumed run ran it again, and metrics.jsonl
+  // holds it once, with the rerun's loss: one record per step, as the uninterrupted run's file has.
+  std::istringstream lines(read_text_file(crash_dir + "/metrics.jsonl"));
+  std::vector<int64_t> steps;
+  std::vector<double> losses;
+  for (std::string line; std::getline(lines, line);) {
+    const nlohmann::json record = nlohmann::json::parse(line);
+    steps.push_back(record.at("step"));
+    losses.push_back(record.at("loss"));
+  }
+  EXPECT_EQ(steps, std::vector<int64_t>({0, 1, 2, 3, 4, 5}));
+  for (size_t i = 0; i < std::min<size_t>(losses.size(), 6); ++i)
+    EXPECT_DOUBLE_EQ(losses[i], reference.records[i].loss) << "step " << i;
   // Same final weights, written as the same Hugging Face checkpoint.
   LoadedModel a = load_model(reference.model_dir, at::kCPU, at::kFloat);
   LoadedModel b = load_model(continued.model_dir, at::kCPU, at::kFloat);

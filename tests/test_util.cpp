@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdlib>
@@ -72,6 +73,15 @@ CommandResult run_command(const std::string& command_line) {
   const int status = pclose(pipe);
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return result;
+}
+
+CommandResult run_kvforge(const std::string& arguments) { return run_command(kvforge_binary() + " " + arguments); }
+
+void expect_one_line_error(const CommandResult& run, std::initializer_list<const char*> fragments) {
+  EXPECT_EQ(run.exit_code, 2) << run.output;
+  EXPECT_EQ(run.output.rfind("error: ", 0), 0u) << run.output;
+  EXPECT_EQ(std::count(run.output.begin(), run.output.end(), '\n'), 1) << run.output;
+  for (const char* fragment : fragments) EXPECT_NE(run.output.find(fragment), std::string::npos) << run.output;
 }
 
 }  // namespace kvforge::testing

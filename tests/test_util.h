@@ -2,6 +2,7 @@
 // Small helpers shared by the test files.
 #include <gtest/gtest.h>
 
+#include <initializer_list>
 #include <string>
 
 #include "runtime/input_error.h"
@@ -34,6 +35,11 @@ struct CommandResult {
   std::string output;
 };
 CommandResult run_command(const std::string& command_line);
+// The kvforge binary with `arguments` (a shell command line after the binary's path).
+CommandResult run_kvforge(const std::string& arguments);
+
+// Bad input: exit code 2 and exactly one line, starting "error: ", holding every fragment.
+void expect_one_line_error(const CommandResult& run, std::initializer_list<const char*> fragments);
 
 // Runs `statement`, expects an InputError whose message contains every fragment.
 #define EXPECT_INPUT_ERROR(statement, ...)                                     \

@@ -7,6 +7,8 @@
 #include <sstream>
 #include <unistd.h>
 
+#include "runtime/file_system.h"
+
 namespace kvforge {
 namespace {
 
@@ -68,6 +70,21 @@ void RunLog::note(const std::string& text) {
   if (bar_open_) std::cerr << "\n";
   bar_open_ = false;
   std::cout << text << std::endl;
+}
+
+void keep_records_before(const std::string& metrics_path, int64_t step) {
+  std::ifstream in(metrics_path);
+  if (!in) return;
+  std::string kept;
+  for (std::string line; std::getline(in, line);) {
+    // A line cut by the interruption, or one without a step, is not a record of a finished step.
+    const nlohmann::json record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (record.is_object() && record.contains("step") && record["step"].is_number_integer() &&
+        record["step"].get<int64_t>() < step)
+      kept += line + "\n";
+  }
+  in.close();
+  write_text_atomically(metrics_path, kept);
 }
 
 void RunLog::finish() {

@@ -32,4 +32,7 @@ class RunLog {
   std::chrono::steady_clock::time_point start_;
 };
 
+// Rewrites a metrics.jsonl (atomically) keeping only the records of steps before `step`; a missing file is fine.
+void keep_records_before(const std::string& metrics_path, int64_t step);
+
 }  // namespace kvforge

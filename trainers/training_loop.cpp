@@ -79,31 +79,45 @@ struct PhaseClock {
 
 }  // namespace
 
+void validate(const LoopConfig& config, int world_size) {
+  if (config.steps < 1)
+    fail_input("recipe", config.section + ".steps", "expected >= 1, got " + std::to_string(config.steps));
+  if (config.micro_batches < 1 || config.micro_batches % world_size != 0)
+    fail_input("recipe", config.section + ".micro_batches",
+               "expected a positive multiple of the world size (" + std::to_string(world_size) + "), got " +
+                   std::to_string(config.micro_batches));
+}
+
 std::vector<StepRecord> run_training(TrainingObjective& objective, const LoopConfig& config, DataParallel* parallel) {
   const int rank = parallel != nullptr ? parallel->rank() : 0;
   const int world = parallel != nullptr ? parallel->world_size() : 1;
   const bool main_rank = rank == 0;
-  if (config.steps < 1) fail_input("recipe", "train.steps", "expected >= 1");
-  if (config.micro_batches < 1 || config.micro_batches % world != 0)
-    fail_input("recipe", "train.micro_batches",
-               "expected a positive multiple of the world size (" + std::to_string(world) + "), got " +
-                   std::to_string(config.micro_batches));
+  validate(config, world);
 
   const std::vector<at::Tensor> parameters = objective.trainable_parameters();
   if (parallel != nullptr) parallel->broadcast(parameters);
   auto optimizer = make_optimizer(config.optimizer, config.schedule.at(0), parameters);
 
   int64_t start = 0;
+  std::string resumed;  // what the run says about --resume, once its log is open
   if (config.resume) {
-    // Every rank reads the same checkpoint; a run without one starts from step 0.
+    // Every rank reads the same checkpoint; a run without one starts from step 0, and says so.
     if (auto latest = latest_checkpoint(config.out_dir)) {
       start = load_training_checkpoint(*latest, objective.checkpoint_tensors(), *optimizer);
+      resumed =
+          "resumed from step " + std::to_string(start) + " of " + std::to_string(config.steps) + " (" + *latest + ")";
+    } else {
+      resumed = "--resume: no checkpoint in " + (config.out_dir.empty() ? std::string("(no out)") : config.out_dir) +
+                " yet; starting from step 0";
     }
   }
   if (main_rank && !config.out_dir.empty()) std::filesystem::create_directories(config.out_dir);
-  RunLog log(config.out_dir.empty() ? "" : config.out_dir + "/metrics.jsonl", config.steps, config.log_every, main_rank,
-             /*append=*/start > 0);
-  if (start > 0) log.note("resumed from step " + std::to_string(start));
+  // A resumed run's log goes on from the checkpoint: records of the steps run after it (before the interruption)
+  // are dropped, since those steps run again, so metrics.jsonl keeps one record per step.
+  const std::string metrics_path = config.out_dir.empty() ? "" : config.out_dir + "/metrics.jsonl";
+  if (main_rank && start > 0 && !metrics_path.empty()) keep_records_before(metrics_path, start);
+  RunLog log(metrics_path, config.steps, config.log_every, main_rank, /*append=*/start > 0);
+  if (!resumed.empty()) log.note(resumed);
 
   const int64_t local_micro_batches = config.micro_batches / world;
   std::vector<StepRecord> records;

@@ -63,6 +63,7 @@ struct LoopConfig {
   int64_t checkpoint_every = 0;  // 0 = only at the end
   int64_t keep_checkpoints = 2;
   std::string out_dir;
+  std::string section = "train";  // the recipe section of these settings, named in errors (e.g. stage1)
   bool resume = false;
   std::string recipe_text;  // stored in checkpoints
   // Test hook: called after each step's checkpoint decision; throwing simulates a crash.
@@ -83,6 +84,10 @@ class TrainingDiverged : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+
+// The settings a run needs, checked (an InputError naming SECTION.steps or SECTION.micro_batches): a command calls it
+// before it writes anything; run_training calls it again.
+void validate(const LoopConfig& config, int world_size);
 
 // Runs steps [start, config.steps) where start is 0 or the resumed checkpoint's step. Returns the
 // records of the steps it ran. `parallel` may be null (one process).
