@@ -10,7 +10,7 @@
 #include "runtime/file_system.h"
 #include "runtime/input_error.h"
 #include "runtime/model_loader.h"
-#include "trainers/distributed.h"
+#include "runtime/parallel/distributed.h"
 #include "trainers/pretrain/pretrain.h"
 
 namespace kvforge {

@@ -4,7 +4,7 @@
 #include <string>
 
 #include "cli/recipe.h"
-#include "trainers/distributed.h"
+#include "runtime/parallel/distributed.h"
 
 namespace kvforge {
 

@@ -8,8 +8,9 @@
 
 #include "cli/ranks.h"
 #include "cli/trainer_recipe.h"
-#include "eval/harness.h"
 #include "eval/report.h"
+#include "eval/tasks/documents.h"
+#include "eval/tasks/tokenized_samples.h"
 #include "runtime/file_system.h"
 #include "runtime/input_error.h"
 #include "runtime/model_loader.h"
@@ -38,7 +39,7 @@ std::vector<std::vector<int64_t>> calibration_prompts(const Recipe& recipe, cons
     if (count == 0) continue;
     std::vector<tasks::Sample> drawn;
     try {
-      drawn = eval::draw_samples(tokenizer, tasks[t], length, count,
+      drawn = tasks::draw_samples(tokenizer, tasks[t], length, count,
                                  static_cast<uint64_t>(recipe.get_int("calibration.seed")),
                                  recipe.get_int("calibration.arithmetic_steps"));
     } catch (const std::invalid_argument& error) {  // unknown task, or a length below the task's minimum
@@ -47,7 +48,7 @@ std::vector<std::vector<int64_t>> calibration_prompts(const Recipe& recipe, cons
     for (const tasks::Sample& sample : drawn) prompts.push_back(tokenizer.encode(sample.prompt, true));
   }
   for (const std::string& path : recipe.get_string_list("calibration.files")) {
-    for (const std::string& document : eval::read_documents(path)) {
+    for (const std::string& document : tasks::read_documents(path)) {
       std::vector<int64_t> tokens = tokenizer.encode(document, true);
       if (static_cast<int64_t>(tokens.size()) > length) tokens.resize(length);
       prompts.push_back(std::move(tokens));

@@ -5,16 +5,15 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <fstream>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <numeric>
-#include <sstream>
 #include <utility>
 
+#include "eval/tasks/documents.h"
+#include "eval/tasks/tokenized_samples.h"
 #include "runtime/generate.h"
 #include "runtime/input_error.h"
-#include "trainers/distributed.h"
+#include "runtime/parallel/distributed.h"
 
 #ifdef KVFORGE_HAVE_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -156,56 +155,6 @@ void sum_over_ranks(const std::vector<std::vector<double>*>& parts, DataParallel
 
 }  // namespace
 
-std::vector<std::string> read_documents(const std::string& path) {
-  std::ifstream file(path);
-  if (!file) fail_input(path, "file", "cannot be read");
-  std::vector<std::string> documents;
-  const bool jsonl = path.size() >= 6 && path.compare(path.size() - 6, 6, ".jsonl") == 0;
-  if (!jsonl) {
-    std::stringstream text;
-    text << file.rdbuf();
-    documents.push_back(text.str());
-    return documents;
-  }
-  int64_t line_number = 0;
-  for (std::string line; std::getline(file, line);) {
-    ++line_number;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string field = "line " + std::to_string(line_number);
-    nlohmann::json record;
-    try {
-      record = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& error) {
-      fail_input(path, field, std::string("expected a JSON object: ") + error.what());
-    }
-    if (record.is_object() && record.contains("text") && record["text"].is_string()) {
-      documents.push_back(record["text"].get<std::string>());
-    } else if (record.is_object() && record.contains("prompt") && record.contains("answer") &&
-               record["prompt"].is_string() && record["answer"].is_string()) {
-      documents.push_back(record["prompt"].get<std::string>() + record["answer"].get<std::string>());
-    } else {
-      fail_input(path, field, "expected {\"text\": string} or {\"prompt\": string, \"answer\": string}");
-    }
-  }
-  if (documents.empty()) fail_input(path, "file", "holds no documents");
-  return documents;
-}
-
-tasks::TokenCounter token_counter(const Tokenizer& tokenizer) {
-  return [&tokenizer](const std::string& text) { return static_cast<int64_t>(tokenizer.encode(text, true).size()); };
-}
-
-std::vector<tasks::Sample> draw_samples(const Tokenizer& tokenizer, const std::string& task, int64_t length,
-                                        int64_t count, uint64_t seed, int64_t arithmetic_steps) {
-  tasks::TaskSpec spec;
-  spec.task = task;
-  spec.target_tokens = length;
-  spec.seed = seed;
-  spec.count = count;
-  spec.arithmetic_steps = arithmetic_steps;
-  return tasks::generate(spec, token_counter(tokenizer));
-}
-
 void validate(const EvalOptions& options, const LoadedModel& model) {
   const Tokenizer& tokenizer = tokenizer_of(model);
   if (options.samples < 1) fail_input("command line", "--samples", "expected >= 1");
@@ -230,14 +179,14 @@ void validate(const EvalOptions& options, const LoadedModel& model) {
                      usable_positions_text(model.config) + "; beyond_context=true measures speed and memory there");
     for (const std::string& task : options.tasks) {
       try {
-        draw_samples(tokenizer, task, length, 1, options.seed, options.arithmetic_steps);
+        tasks::draw_samples(tokenizer, task, length, 1, options.seed, options.arithmetic_steps);
       } catch (const std::invalid_argument& error) {
         fail_input("command line", "--lengths", task + " at " + std::to_string(length) + " tokens: " + error.what());
       }
     }
   }
   for (const std::string& path : options.perplexity_files)
-    for (const std::string& document : read_documents(path))
+    for (const std::string& document : tasks::read_documents(path))
       if (document_tokens(model, document).size() < 2) fail_input(path, "document", "encodes to fewer than 2 tokens");
 }
 
@@ -389,7 +338,7 @@ EvalReport run_eval(LoadedModel& model, const EvalOptions& options, const EvalPr
         cuda ? *std::max_element(options.lengths.begin(), options.lengths.end()) : options.lengths[0];
     const int64_t count = cuda ? options.batch_size : 1;
     const EncodedSamples warm = encode_samples(
-        tokenizer, draw_samples(tokenizer, options.tasks[0], length, count, options.seed, options.arithmetic_steps));
+        tokenizer, tasks::draw_samples(tokenizer, options.tasks[0], length, count, options.seed, options.arithmetic_steps));
     for (const PolicySpec* policy : policies)
       evaluate_cell(model.model, tokenizer, model.eos_token_ids, warm, policy, count);
   }
@@ -398,7 +347,7 @@ EvalReport run_eval(LoadedModel& model, const EvalOptions& options, const EvalPr
   for (const std::string& task : options.tasks) {
     for (int64_t length : options.lengths) {
       const EncodedSamples samples = encode_samples(
-          tokenizer, draw_samples(tokenizer, task, length, options.samples, options.seed, options.arithmetic_steps));
+          tokenizer, tasks::draw_samples(tokenizer, task, length, options.samples, options.seed, options.arithmetic_steps));
       double full_bytes = 0;
       for (const PolicySpec* policy : policies) {
         CellResult cell = evaluate_cell(model.model, tokenizer, model.eos_token_ids, samples, policy,
@@ -415,7 +364,7 @@ EvalReport run_eval(LoadedModel& model, const EvalOptions& options, const EvalPr
   }
 
   for (const std::string& path : options.perplexity_files) {
-    const std::vector<std::string> documents = read_documents(path);
+    const std::vector<std::string> documents = tasks::read_documents(path);
     double full_bytes = 0;
     for (const PolicySpec* policy : policies) {
       if (policy != nullptr && cell_runner(model.model, policy, 1).prefill) continue;  // prefill-only: see document_nll

@@ -31,15 +31,6 @@ struct EvalOptions {
   bool beyond_context = false;                // allow prompts past max_position_embeddings (speed and memory runs)
 };
 
-// The documents of a text file (one document) or a JSONL file ({"text"} or {"prompt","answer"} per line,
-// the latter joined); InputError naming the file and line for anything else.
-std::vector<std::string> read_documents(const std::string& path);
-
-tasks::TokenCounter token_counter(const Tokenizer& tokenizer);
-// `count` samples of a task at a prompt length in the tokenizer's tokens (tasks::generate's errors pass through).
-std::vector<tasks::Sample> draw_samples(const Tokenizer& tokenizer, const std::string& task, int64_t length,
-                                        int64_t count, uint64_t seed, int64_t arithmetic_steps);
-
 // Checks tasks, lengths (against the task minimum and the model's context) and perplexity files before
 // anything runs; errors name `source` (e.g. "--tasks") and the offending value.
 void validate(const EvalOptions& options, const LoadedModel& model);

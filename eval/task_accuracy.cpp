@@ -7,6 +7,7 @@
 
 #include "eval/harness.h"
 #include "eval/tasks/task.h"
+#include "eval/tasks/tokenized_samples.h"
 #include "runtime/input_error.h"
 
 namespace kvforge {
@@ -16,7 +17,7 @@ void validate_task_accuracy_options(const TaskAccuracyOptions& options, const To
   for (const std::string& task : options.tasks) {
     for (int64_t length : options.lengths) {
       try {
-        eval::draw_samples(tokenizer, task, length, 1, options.seed, options.arithmetic_steps);
+        tasks::draw_samples(tokenizer, task, length, 1, options.seed, options.arithmetic_steps);
       } catch (const std::invalid_argument& error) {
         fail_input("recipe", "eval.tasks/eval.lengths", error.what());
       }
@@ -31,7 +32,7 @@ std::vector<TaskAccuracy> evaluate_task_accuracy(Transformer& model, const Token
     for (int64_t length : options.lengths) {
       const eval::EncodedSamples samples = eval::encode_samples(
           tokenizer,
-          eval::draw_samples(tokenizer, task, length, options.samples, options.seed, options.arithmetic_steps));
+          tasks::draw_samples(tokenizer, task, length, options.samples, options.seed, options.arithmetic_steps));
       const eval::CellResult cell =
           eval::evaluate_cell(model, tokenizer, options.eos_token_ids, samples, /*policy=*/nullptr, options.batch_size);
       results.push_back({task, length, cell.samples, cell.accuracy});

@@ -29,7 +29,7 @@
 
 #include "runtime/file_system.h"
 #include "tests/test_util.h"
-#include "trainers/distributed.h"
+#include "runtime/parallel/distributed.h"
 
 extern char** environ;
 

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "eval/harness.h"
+#include "eval/tasks/tokenized_samples.h"
 #include "tests/test_util.h"
 
 namespace kvforge::eval {
@@ -48,7 +49,7 @@ TEST(AnswerPerplexity, FullCacheEqualsAForwardPassOverPromptAndAnswer) {
   LoadedModel& loaded = testing::tiny_base_model();
   const EncodedSamples samples =
       encode_samples(*loaded.tokenizer,
-                     draw_samples(*loaded.tokenizer, "passkey", 256, /*count=*/1, /*seed=*/5, /*arithmetic_steps=*/2));
+                     tasks::draw_samples(*loaded.tokenizer, "passkey", 256, /*count=*/1, /*seed=*/5, /*arithmetic_steps=*/2));
   const std::vector<int64_t>& prompt = samples.prompts[0];
   const std::vector<int64_t>& answer = samples.targets[0];
   std::vector<int64_t> joined = prompt;
@@ -72,7 +73,7 @@ TEST(Harness, CellsShareSamplesAndMeasureHeldBytes) {
   LoadedModel& loaded = testing::tiny_base_model();
   const EncodedSamples samples =
       encode_samples(*loaded.tokenizer,
-                     draw_samples(*loaded.tokenizer, "passkey", 256, /*count=*/4, /*seed=*/42, /*arithmetic_steps=*/2));
+                     tasks::draw_samples(*loaded.tokenizer, "passkey", 256, /*count=*/4, /*seed=*/42, /*arithmetic_steps=*/2));
   const CellResult full = evaluate_cell(loaded.model, *loaded.tokenizer, loaded.eos_token_ids, samples, nullptr, 2);
   EXPECT_EQ(full.samples, 4);
   EXPECT_GE(full.accuracy, 0.75);  // the committed model finds pass keys at 256 tokens

@@ -1,6 +1,6 @@
 #include "trainers/text_batches.h"
 
-#include "eval/harness.h"
+#include "eval/tasks/documents.h"
 #include "runtime/input_error.h"
 
 namespace kvforge {
@@ -8,7 +8,7 @@ namespace kvforge {
 TextWindows::TextWindows(const Tokenizer& tokenizer, const std::vector<std::string>& paths, int64_t length)
     : length_(length) {
   for (const std::string& path : paths)
-    for (const std::string& document : eval::read_documents(path)) {
+    for (const std::string& document : tasks::read_documents(path)) {
       const std::vector<int64_t> tokens = tokenizer.encode(document, /*add_special_tokens=*/true);
       stream_.insert(stream_.end(), tokens.begin(), tokens.end());
     }

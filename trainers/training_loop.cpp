@@ -13,7 +13,7 @@
 #include "checkpoints/training_checkpoint.h"
 #include "runtime/input_error.h"
 #include "trainers/clip_gradients.h"
-#include "trainers/distributed.h"
+#include "runtime/parallel/distributed.h"
 #include "trainers/fused_adamw.h"
 #include "trainers/run_log.h"
 

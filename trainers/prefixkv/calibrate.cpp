@@ -13,7 +13,7 @@
 #include "runtime/attention_importance.h"
 #include "runtime/generate.h"
 #include "runtime/input_error.h"
-#include "trainers/distributed.h"
+#include "runtime/parallel/distributed.h"
 #include "trainers/prefixkv/budget_search.h"
 
 namespace kvforge::prefixkv {

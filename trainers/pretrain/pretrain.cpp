@@ -5,7 +5,7 @@
 
 #include "runtime/hf_writer.h"
 #include "runtime/model_init.h"
-#include "trainers/distributed.h"
+#include "runtime/parallel/distributed.h"
 
 namespace kvforge {
 namespace {

@@ -6,7 +6,7 @@
 #include <random>
 #include <regex>
 
-#include "eval/harness.h"
+#include "eval/tasks/tokenized_samples.h"
 #include "runtime/input_error.h"
 #include "trainers/task_batches.h"
 
@@ -18,7 +18,7 @@ ProblemSource synthetic_problems(const Tokenizer& tokenizer, const std::string& 
     const uint64_t draw_seed = mix_seed({seed, static_cast<uint64_t>(step), static_cast<uint64_t>(micro_batch)});
     std::vector<Problem> problems;
     for (tasks::Sample& sample :
-         eval::draw_samples(tokenizer, task, prompt_tokens, count, draw_seed, arithmetic_steps)) {
+         tasks::draw_samples(tokenizer, task, prompt_tokens, count, draw_seed, arithmetic_steps)) {
       auto shared = std::make_shared<tasks::Sample>(std::move(sample));
       problems.push_back({shared->prompt, [shared](const std::string& text) { return tasks::score(*shared, text); }});
     }

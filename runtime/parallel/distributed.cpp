@@ -1,4 +1,4 @@
-#include "trainers/distributed.h"
+#include "runtime/parallel/distributed.h"
 
 #include <ATen/ATen.h>
 
