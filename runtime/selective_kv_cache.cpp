@@ -43,12 +43,13 @@ CachedKV SelectiveKVCache::update(int64_t layer_index, const at::Tensor& keys, c
   layer.positions = at::cat({layer.positions, positions.unsqueeze(1).expand({-1, kv_heads, new_tokens})}, 2);
   layer.scores = at::cat({layer.scores, at::zeros({keys.size(0), kv_heads, new_tokens}, layer.scores.options())}, 2);
   CachedKV kv{layer.keys, layer.values, layer.positions};
+  // The first chunk is all the cache holds, the same tokens for every head: one row of positions lets the prompt's
+  // attention run fused (SDPA's kernel on CUDA, or the banded path under a streaming window) instead of scoring
+  // every query-key pair per KV head, which at 32k tokens asked for 64 GiB a sequence.
+  if (!layer.prompt_done) kv.positions = positions;
   if (layer.options.streaming_mask) {
     kv.sink_tokens = layer.options.sink_tokens;
     kv.window_tokens = layer.options.recent_tokens;
-    // The first chunk is all the cache holds, the same tokens for every head: one row of positions lets attention
-    // take the banded path (runtime/banded_attention) instead of scoring every pair.
-    if (!layer.prompt_done) kv.positions = positions;
   }
   return kv;
 }

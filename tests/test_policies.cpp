@@ -210,6 +210,32 @@ TEST(SnapKVPolicy, KeepsTheTokensTheObservationWindowAttendsTo) {
   EXPECT_EQ(cache.length(0), budget + 1);
 }
 
+// The prompt's chunk is all a fresh cache holds, the same tokens for every KV head: every selective layout hands
+// attention one row of positions for it, so the prefill runs fused instead of scoring each head's query-key pairs
+// (which ran out of memory at 32k tokens); once the cache has evicted per head, the heads' own rows come back.
+TEST(SelectivePolicies, PromptChunkAttendsWithOneRowOfPositionsThenPerHead) {
+  const ModelConfig& config = testing::tiny_base_model().config;
+  const int64_t tokens = 48, head_dim = config.head_dim, kv_heads = config.num_kv_heads;
+  for (const char* spec : {"snapkv:budget=0.25", "pyramidkv:budget=0.25", "h2o:budget=0.25", "uniform:budget=0.25",
+                           "streaming:budget=0.25"}) {
+    std::unique_ptr<KVCache> cache = cache_for(spec, tokens, /*batch=*/1);
+    at::manual_seed(11);
+    const at::Tensor positions = at::arange(tokens, at::kLong).unsqueeze(0);
+    const CachedKV prompt = cache->update(0, at::randn({1, kv_heads, tokens, head_dim}),
+                                          at::randn({1, kv_heads, tokens, head_dim}), positions);
+    ASSERT_EQ(prompt.positions.dim(), 2) << spec;
+    EXPECT_TRUE(at::equal(prompt.positions, positions)) << spec;
+    EXPECT_EQ(prompt.keys.size(2), tokens) << spec;
+    cache->after_attention(0, at::randn({1, config.num_heads, tokens, head_dim}), positions);
+    const at::Tensor next = at::full({1, 1}, tokens, at::kLong);
+    const CachedKV step = cache->update(0, at::randn({1, kv_heads, 1, head_dim}), at::randn({1, kv_heads, 1, head_dim}),
+                                        next);
+    ASSERT_EQ(step.positions.dim(), 3) << spec;
+    EXPECT_LT(step.keys.size(2), tokens) << spec << ": the budget evicted";
+    EXPECT_EQ(step.positions.size(2), step.keys.size(2)) << spec;
+  }
+}
+
 // H2O: the budget holds at every step; a token every query attends to (a heavy hitter) outlives older
 // and newer tokens outside the recent window.
 TEST(H2OPolicy, HeavyHitterSurvivesAndBudgetHolds) {
