@@ -4,11 +4,11 @@
 #include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "cli/commands.h"
 #include "cli/device_choice.h"
 #include "cli/recipe.h"
+#include "cli/token_ids.h"
 #include "runtime/generate.h"
 #include "runtime/input_error.h"
 #include "runtime/model_loader.h"
@@ -47,29 +47,6 @@ struct GenerateArgs {
   std::string print;
   std::string device;
 };
-
-// "1,2,3" -> {1, 2, 3}, each id in [0, vocab_size).
-std::vector<int64_t> parse_ids(const std::string& text, int64_t vocab_size) {
-  std::vector<int64_t> ids;
-  std::istringstream items(text);
-  for (std::string item; std::getline(items, item, ',');) {
-    size_t used = 0;
-    int64_t id = -1;
-    try {
-      id = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != item.size())
-      fail_input("command line", "--ids", "expected comma-separated token ids, got '" + item + "' in '" + text + "'");
-    if (id < 0 || id >= vocab_size)
-      fail_input("command line", "--ids",
-                 "token id " + item + " is outside the model's vocabulary [0, " + std::to_string(vocab_size) + ")");
-    ids.push_back(id);
-  }
-  if (ids.empty()) fail_input("command line", "--ids", "expected at least one token id");
-  return ids;
-}
 
 // Prompt plus new tokens must fit the positions the model is made for, checked before any work. The errors name
 // `prompt_field` (prompts or --ids) and max_new_tokens, from where `recipe` says each came.
@@ -173,7 +150,7 @@ void run_generate(const GenerateArgs& args) {
     }
   } else {
     for (const std::string& text : args.ids) {
-      prompt_ids.push_back(parse_ids(text, loaded.config.vocab_size));
+      prompt_ids.push_back(parse_token_ids(text, loaded.config.vocab_size, "--ids"));
       prompts.push_back(loaded.tokenizer ? loaded.tokenizer->decode(prompt_ids.back(), false) : "");
     }
   }

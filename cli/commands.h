@@ -11,6 +11,7 @@ void add_export_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
 void add_pretrain_command(CLI::App& app);
+void add_tokenize_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 
 }  // namespace kvforge

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   kvforge::add_generate_command(app);
   kvforge::add_inspect_command(app);
   kvforge::add_pretrain_command(app);
+  kvforge::add_tokenize_command(app);
   kvforge::add_train_command(app);
   try {
     app.parse(argc, argv);

@@ -104,6 +104,53 @@ TEST(CliEdges, GeneratePrintsIdsAndLogitsAsJsonMatchingTransformers) {
   EXPECT_GT(expected.abs().max().item<double>(), 1e-2);  // real logits, not a vacuous comparison
 }
 
+// kvforge tokenize prints what Hugging Face `tokenizers` gives for the committed fixture strings (encodings.json was
+// written by it), and decodes the ids back; a file's whole text encodes as the same text passed inline.
+TEST(CliEdges, TokenizeMatchesTheTokenizersLibraryAndDecodesBack) {
+  for (const char* folder : {"tokenizer-gpt2", "tokenizer-llama3"}) {
+    const std::string tokenizer = fixture(std::string(folder) + "/tokenizer.json");
+    std::vector<nlohmann::json> cases;
+    std::string texts, decodes;  // one command for every text, one for every id list
+    for (const nlohmann::json& entry : read_json_file(fixture(std::string(folder) + "/encodings.json"))) {
+      const std::string text = entry.at("text");
+      // Shell-safe strings only (the command line goes through sh); the tokenizer tests cover the rest in process.
+      if (text.empty() || text.find_first_of("'\\\n\r\t") != std::string::npos) continue;
+      cases.push_back(entry);
+      texts += " --text '" + text + "'";
+      std::string ids;
+      for (int64_t id : entry.at("ids").get<std::vector<int64_t>>()) ids += (ids.empty() ? "" : ",") + std::to_string(id);
+      decodes += " --decode " + ids;
+    }
+    ASSERT_GE(cases.size(), 5u) << folder;
+    testing::CommandResult run = run_kvforge("tokenize --tokenizer " + tokenizer + texts);
+    ASSERT_EQ(run.exit_code, 0) << run.output;
+    testing::CommandResult back = run_kvforge("tokenize --tokenizer " + tokenizer + decodes);
+    ASSERT_EQ(back.exit_code, 0) << back.output;
+    const nlohmann::json encoded = nlohmann::json::parse(run.output), decoded = nlohmann::json::parse(back.output);
+    ASSERT_EQ(encoded.size(), cases.size());
+    ASSERT_EQ(decoded.size(), cases.size());
+    for (size_t i = 0; i < cases.size(); ++i) {
+      EXPECT_EQ(encoded[i].at("text"), cases[i].at("text"));
+      EXPECT_EQ(encoded[i].at("ids"), cases[i].at("ids")) << folder << ": " << cases[i].at("text");
+      EXPECT_EQ(decoded[i].at("text"), cases[i].at("decoded")) << folder << ": " << cases[i].at("text");
+    }
+  }
+  const std::string dir = testing::make_temp_dir("cli-tokenize");
+  testing::write_file(dir + "/text.txt", "The pass key is 71432.");
+  testing::CommandResult both = run_kvforge("tokenize --model " + tiny_model() + " --file " + dir +
+                                            "/text.txt --text 'The pass key is 71432.'");
+  ASSERT_EQ(both.exit_code, 0) << both.output;
+  const nlohmann::json printed = nlohmann::json::parse(both.output);
+  ASSERT_EQ(printed.size(), 2u);
+  EXPECT_EQ(printed[1].at("ids"), printed[0].at("ids"));
+  EXPECT_EQ(printed[1].at("file"), dir + "/text.txt");
+  expect_one_line_error(run_kvforge("tokenize --text hi"), {"--tokenizer", "--model"});
+  expect_one_line_error(run_kvforge("tokenize --model " + tiny_model()), {"nothing to do"});
+  expect_one_line_error(run_kvforge("tokenize --model " + tiny_model() + " --decode 1,999999"), {"--decode", "999999"});
+  expect_one_line_error(run_kvforge("tokenize --model " + tiny_model() + " --file " + dir + "/missing.txt"),
+                        {"missing.txt", "cannot open"});
+}
+
 TEST(CliEdges, OutputPathsThatCannotBeWrittenAreRefusedByName) {
   const std::string dir = testing::make_temp_dir("cli-out");
   testing::write_file(dir + "/a-file", "not a folder\n");
