@@ -354,6 +354,7 @@ void add_bench_command(CLI::App& app) {
     run_decode_bench(*args);
   });
   add_gla_bench(*bench);
+  add_generate_bench(*bench);
 }
 
 }  // namespace kvforge

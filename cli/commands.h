@@ -5,7 +5,8 @@
 namespace kvforge {
 
 void add_bench_command(CLI::App& app);
-void add_gla_bench(CLI::App& bench);  // kvforge bench gla, under `bench`
+void add_gla_bench(CLI::App& bench);       // kvforge bench gla, under `bench`
+void add_generate_bench(CLI::App& bench);  // kvforge bench generate, under `bench`
 void add_eval_command(CLI::App& app);
 void add_export_command(CLI::App& app);
 void add_generate_command(CLI::App& app);

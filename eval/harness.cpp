@@ -9,6 +9,7 @@
 #include <numeric>
 #include <utility>
 
+#include "eval/cell_runner.h"
 #include "eval/tasks/documents.h"
 #include "eval/tasks/tokenized_samples.h"
 #include "runtime/generate.h"
@@ -28,66 +29,6 @@ constexpr int64_t kDepthBuckets = 4;  // depths pooled to 0, 25, 50, 75, 100% so
 const Tokenizer& tokenizer_of(const LoadedModel& model) {
   if (!model.tokenizer) fail_input(model.dir, "tokenizer.json", "missing; eval needs the model's tokenizer");
   return *model.tokenizer;
-}
-
-// How a policy's cells run: which model generates, the cache layout, and who reads the prompt.
-struct CellRunner {
-  Transformer model;                             // the base model, or KV Prediction's auxiliary on its own
-  CacheFactory cache;                            // null: the generating model's full cache
-  PromptPrefill prefill;                         // null: the generating model reads its prompt
-  std::shared_ptr<Linearization> linearization;  // Lizard: attached to the model while the cell runs
-};
-
-// Attaches a runner's linearization (if any) to its model for one scope.
-class AttachedLinearization {
- public:
-  explicit AttachedLinearization(CellRunner& runner) : runner_(runner) {
-    if (runner_.linearization) runner_.model->set_linearization(runner_.linearization.get());
-  }
-  ~AttachedLinearization() {
-    if (runner_.linearization) runner_.model->set_linearization(nullptr);
-  }
-  AttachedLinearization(const AttachedLinearization&) = delete;
-  AttachedLinearization& operator=(const AttachedLinearization&) = delete;
-
- private:
-  CellRunner& runner_;
-};
-
-CellRunner cell_runner(const Transformer& model, const PolicySpec* policy, int64_t prompt_tokens) {
-  CellRunner runner{model, nullptr, nullptr, nullptr};
-  if (policy == nullptr) return runner;
-  const ModelConfig config = model->config;
-  const CachePlan plan = plan_cache(*policy, config, prompt_tokens);
-  const at::TensorOptions options = model->output_weight().options();
-  if (plan.kv_prediction) {
-    KvPredictor predictor = plan.kv_prediction->on(options);
-    if (plan.auxiliary_alone) {
-      runner.model = predictor->auxiliary;
-    } else {
-      runner.prefill = [base = model, predictor](const at::Tensor& ids, const at::Tensor& positions,
-                                                 KVCache& cache) mutable {
-        return predicted_prefill(base, predictor, ids, positions, cache);
-      };
-    }
-    return runner;
-  }
-  if (plan.linearization) {
-    // Adapters fold into the projections once here: generation then runs one matmul per projection, not three.
-    const Linearization& trained = *plan.linearization;
-    runner.linearization = std::make_shared<Linearization>(trained.config.lora.rank > 0 && !trained.config.lora.merged
-                                                               ? trained.merged(attention_weights(model)).on(options)
-                                                               : trained.on(options));
-    const LinearizationConfig linearized = runner.linearization->config;
-    runner.cache = [linearized, layers = config.num_layers](int64_t, int64_t) {
-      return std::make_unique<LinearizedCache>(linearized, layers);
-    };
-    return runner;
-  }
-  runner.cache = [plan, config, options](int64_t batch, int64_t capacity) {
-    return make_cache(plan, config, batch, capacity, options);
-  };
-  return runner;
 }
 
 void reset_peak_memory(const at::Device& device) {
@@ -338,7 +279,8 @@ EvalReport run_eval(LoadedModel& model, const EvalOptions& options, const EvalPr
         cuda ? *std::max_element(options.lengths.begin(), options.lengths.end()) : options.lengths[0];
     const int64_t count = cuda ? options.batch_size : 1;
     const EncodedSamples warm = encode_samples(
-        tokenizer, tasks::draw_samples(tokenizer, options.tasks[0], length, count, options.seed, options.arithmetic_steps));
+        tokenizer,
+        tasks::draw_samples(tokenizer, options.tasks[0], length, count, options.seed, options.arithmetic_steps));
     for (const PolicySpec* policy : policies)
       evaluate_cell(model.model, tokenizer, model.eos_token_ids, warm, policy, count);
   }
@@ -347,7 +289,8 @@ EvalReport run_eval(LoadedModel& model, const EvalOptions& options, const EvalPr
   for (const std::string& task : options.tasks) {
     for (int64_t length : options.lengths) {
       const EncodedSamples samples = encode_samples(
-          tokenizer, tasks::draw_samples(tokenizer, task, length, options.samples, options.seed, options.arithmetic_steps));
+          tokenizer,
+          tasks::draw_samples(tokenizer, task, length, options.samples, options.seed, options.arithmetic_steps));
       double full_bytes = 0;
       for (const PolicySpec* policy : policies) {
         CellResult cell = evaluate_cell(model.model, tokenizer, model.eos_token_ids, samples, policy,

@@ -22,7 +22,8 @@ std::unique_ptr<KVCache> make_cache(const CachePlan& plan, const ModelConfig& co
       return std::make_unique<FullKVCache>(config.num_layers, batch, config.num_kv_heads, config.head_dim, capacity,
                                            options);
     case CacheLayout::kSelective:
-      return std::make_unique<SelectiveKVCache>(plan.layers, batch, config.num_kv_heads, config.head_dim, options);
+      return std::make_unique<SelectiveKVCache>(plan.layers, batch, config.num_kv_heads, config.head_dim, options,
+                                                capacity);
     case CacheLayout::kQuantized:
       return std::make_unique<QuantizedKVCache>(config.num_layers, batch, config.num_kv_heads, config.head_dim,
                                                 plan.quantization, options, windowed(config) ? 0 : config.num_heads);

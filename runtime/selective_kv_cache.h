@@ -10,6 +10,13 @@
 // layers, whose prefill already uses the sink + window mask; eviction happens in after_attention, so
 // between steps each layer holds at most budget_tokens slots per head (plus the tokens generated since,
 // for layouts that only compress the prompt).
+//
+// Memory: the first prompt chunk is attended and scored where it lies (the step's own keys); only what survives its
+// eviction is copied into per-layer buffers sized for the rest of the run (budget + 1 slots when every step evicts,
+// else the kept prompt plus the tokens still to come). A decode step writes its token into the next free slot and,
+// when one token must go, moves it into the evicted token's slot, per head: no step copies or regathers the cache,
+// and slots are in position order only for the layouts that never evict during decode (PrefixKV's fixed-index rule
+// needs that order and keeps it).
 #include <ATen/ATen.h>
 
 #include <vector>
@@ -45,14 +52,18 @@ struct SelectiveLayerOptions {
 
 class SelectiveKVCache : public KVCache {
  public:
+  // `capacity`: prompt + new tokens per sequence, as generate() passes it, so the buffers are sized once; 0 = unknown
+  // (they then grow by doubling).
   SelectiveKVCache(std::vector<SelectiveLayerOptions> layers, int64_t batch, int64_t kv_heads, int64_t head_dim,
-                   const at::TensorOptions& options);
+                   const at::TensorOptions& options, int64_t capacity = 0);
 
   CachedKV update(int64_t layer, const at::Tensor& keys, const at::Tensor& values,
                   const at::Tensor& positions) override;
   void after_attention(int64_t layer, const at::Tensor& queries, const at::Tensor& positions) override;
   int64_t length(int64_t layer) const override { return layers_.at(layer).keys.size(2); }
   int64_t bytes() const override;
+  // Slots `layer`'s buffers can hold before they must grow (0 before the prompt is in).
+  int64_t slot_capacity(int64_t layer) const;
 
   // [batch, kv_heads, slots] positions held by `layer` (-1 = empty), for tests and inspection.
   const at::Tensor& positions(int64_t layer) const { return layers_.at(layer).positions; }
@@ -60,19 +71,39 @@ class SelectiveKVCache : public KVCache {
  private:
   struct Layer {
     SelectiveLayerOptions options;
+    // What the layer holds now: the first `length` slots of the stores below, or, between the first prompt chunk's
+    // update() and its after_attention(), that chunk itself (`pending`).
     at::Tensor keys;       // [batch, kv_heads, slots, head_dim]
     at::Tensor values;     // [batch, kv_heads, slots, head_dim]
     at::Tensor positions;  // [batch, kv_heads, slots] int64
     at::Tensor scores;     // [batch, kv_heads, slots] float32 (kAccumulatedAttention)
+    at::Tensor key_store, value_store, position_store, score_store;  // [batch, kv_heads, capacity(, head_dim)]
+    int64_t length = 0;
+    bool pending = false;
     bool prompt_done = false;
+    int64_t prompt_tokens = 0;  // tokens of the first chunk
     int64_t prompt_kept = 0;    // slots held right after the prompt's eviction
     int64_t decode_tokens = 0;  // tokens added after the prompt
   };
   at::Tensor received(const Layer& layer, const at::Tensor& queries, const at::Tensor& query_positions) const;
+  // Scores with the sink and recent tokens at +infinity and empty slots at -infinity: the lowest go first.
+  at::Tensor ranking(const Layer& layer, const at::Tensor& token_scores) const;
   void evict(Layer& layer, const at::Tensor& token_scores);
+  void evict_one_in_place(Layer& layer, const at::Tensor& token_scores);
+  // StreamingLLM's layers: a decode token takes the displaced token's slot in update(), before it attends.
+  static bool replaces_before_attention(const Layer& layer);
+  void replace_oldest(Layer& layer, const at::Tensor& keys, const at::Tensor& values, const at::Tensor& positions);
   void evict_at_fixed_index(Layer& layer);
+  // Makes the stores hold exactly these slots (copied), with room for `reserve` more.
+  void store(Layer& layer, const at::Tensor& keys, const at::Tensor& values, const at::Tensor& positions,
+             const at::Tensor& scores, int64_t reserve);
+  void reserve(Layer& layer, int64_t slots);  // grows the stores (doubling) to hold `slots`
+  void refresh_views(Layer& layer);
+  // Slots a layer needs beside the `kept` it holds: up to budget + 1 when every step evicts, else the tokens to come.
+  int64_t decode_room(const Layer& layer, int64_t kept) const;
 
   std::vector<Layer> layers_;
+  int64_t capacity_ = 0;
 };
 
 }  // namespace kvforge

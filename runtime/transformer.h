@@ -56,12 +56,19 @@ struct AttentionImpl : torch::nn::Module {
   Linearization* linearization = nullptr;  // not owned; see TransformerImpl::set_linearization
 
  private:
-  // Attention of q over what a step sees: the decode kernel where it applies, else the masked path.
-  at::Tensor attend(const at::Tensor& q, const CachedKV& kv, const at::Tensor& positions) const;
+  // Attention of q over what a step sees: the decode kernel where it applies, else the masked path. `fused_causal`
+  // (CUDA, a causal_prefix forward): parts holding exactly this step's tokens may attend under a plain causal mask.
+  at::Tensor attend(const at::Tensor& q, const CachedKV& kv, const at::Tensor& positions,
+                    bool fused_causal = false) const;
   // The same over a cache whose KV heads sit in separate parts (CachedKV::head_parts), part by part.
-  at::Tensor attend_parts(const at::Tensor& q, const CachedKV& kv, const at::Tensor& positions) const;
+  at::Tensor attend_parts(const at::Tensor& q, const CachedKV& kv, const at::Tensor& positions,
+                          bool fused_causal = false) const;
 };
 TORCH_MODULE(Attention);
+
+// Tokens per slice of an inference MLP over a long prompt (see MlpImpl::forward): 16k tokens of Llama-3.1-8B's
+// 14336-wide intermediate are 0.9 GiB of bf16 activations, and a matmul of 16k rows already runs at full speed.
+constexpr int64_t kMlpRowsPerSlice = 16384;
 
 struct MlpImpl : torch::nn::Module {
   MlpImpl(const ModelConfig& config, const at::TensorOptions& options);

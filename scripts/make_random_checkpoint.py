@@ -2,10 +2,11 @@
 """Writes a random-weight Hugging Face checkpoint of a real model's shape, for speed and memory runs (speed and
 memory do not depend on the weights' values; no pretrained weights can be fetched here).
 
-Usage: python3 scripts/make_random_checkpoint.py OUT_DIR [--shape llama-3.1-8b] [--tokenizer FILE.json]
+Usage: python3 scripts/make_random_checkpoint.py OUT_DIR [--shape llama-3.1-8b] [--tokenizer FILE.json] [--config-only]
 Writes OUT_DIR/config.json, sharded bf16 safetensors with their index, and tokenizer.json (copied from --tokenizer,
 by default the built-in byte tokenizer of models/tiny-base: its ids are valid in any larger vocabulary). Weights are
-drawn on the GPU when there is one: N(0, 0.02) matrices, unit norms.
+drawn on the GPU when there is one: N(0, 0.02) matrices, unit norms. --config-only writes config.json alone, for
+`kvforge bench generate --config`, which draws the weights on the GPU itself.
 """
 import argparse
 import json
@@ -57,9 +58,14 @@ def main():
     parser.add_argument("--shape", default="llama-3.1-8b", choices=sorted(SHAPES))
     here = os.path.dirname(os.path.abspath(__file__))
     parser.add_argument("--tokenizer", default=os.path.join(here, "..", "models", "tiny-base", "tokenizer.json"))
+    parser.add_argument("--config-only", action="store_true")
     args = parser.parse_args()
     config = SHAPES[args.shape]
     os.makedirs(args.out, exist_ok=True)
+    if args.config_only:
+        with open(os.path.join(args.out, "config.json"), "w") as f:
+            json.dump(config, f, indent=2)
+        return
     device = "cuda" if torch.cuda.is_available() else "cpu"
     generator = torch.Generator(device=device).manual_seed(0)
     shards, shard, shard_bytes = [], {}, 0

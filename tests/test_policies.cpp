@@ -148,9 +148,10 @@ TEST(StreamingPolicy, KeepsSinkAndRecentWindowOnly) {
       EXPECT_EQ(held_positions(streaming, layer, 1, head), shorter) << "layer " << layer;
     }
   }
-  // bytes(): keys + values of 16 slots per head, fp32, nothing else.
+  // bytes(): what is allocated, keys + values of 17 slots per head in fp32: the 16 held and the one a decode step
+  // writes before it evicts; the 60-token prompt's buffers are not kept.
   const ModelConfig& config = loaded.config;
-  EXPECT_EQ(cache->bytes(), config.num_layers * 2 * 2 * config.num_kv_heads * 16 * config.head_dim * 4);
+  EXPECT_EQ(cache->bytes(), config.num_layers * 2 * 2 * config.num_kv_heads * 17 * config.head_dim * 4);
 }
 
 // A streaming prefill sees what streaming decode sees: the prompt's last logits equal those of the same
@@ -228,11 +229,46 @@ TEST(SelectivePolicies, PromptChunkAttendsWithOneRowOfPositionsThenPerHead) {
     EXPECT_EQ(prompt.keys.size(2), tokens) << spec;
     cache->after_attention(0, at::randn({1, config.num_heads, tokens, head_dim}), positions);
     const at::Tensor next = at::full({1, 1}, tokens, at::kLong);
-    const CachedKV step = cache->update(0, at::randn({1, kv_heads, 1, head_dim}), at::randn({1, kv_heads, 1, head_dim}),
-                                        next);
+    const CachedKV step =
+        cache->update(0, at::randn({1, kv_heads, 1, head_dim}), at::randn({1, kv_heads, 1, head_dim}), next);
     ASSERT_EQ(step.positions.dim(), 3) << spec;
     EXPECT_LT(step.keys.size(2), tokens) << spec << ": the budget evicted";
     EXPECT_EQ(step.positions.size(2), step.keys.size(2)) << spec;
+  }
+}
+
+// Decode writes into buffers sized once after the prompt: budget + 1 slots for the layouts that evict every step (the
+// step's token lands in the next slot, then takes the evicted token's), the kept prompt plus the tokens to come for
+// those that only compress the prompt; no step reallocates (the buffer's address stays), and a held token's key is
+// the one it was given.
+TEST(SelectivePolicies, DecodeStepsWriteInPlaceIntoBuffersSizedOnce) {
+  const ModelConfig& config = testing::tiny_base_model().config;
+  const int64_t tokens = 48, new_tokens = 8, head_dim = config.head_dim, kv_heads = config.num_kv_heads;
+  for (const char* spec : {"streaming:budget=0.25", "h2o:budget=0.25", "snapkv:budget=0.25"}) {
+    std::unique_ptr<KVCache> cache = cache_for(spec, tokens, /*batch=*/1);
+    auto& selective = dynamic_cast<SelectiveKVCache&>(*cache);
+    const bool evicts_every_step = std::string(spec).rfind("snapkv", 0) != 0;
+    at::manual_seed(12);
+    const at::Tensor positions = at::arange(tokens, at::kLong).unsqueeze(0);
+    cache->update(0, at::randn({1, kv_heads, tokens, head_dim}), at::randn({1, kv_heads, tokens, head_dim}), positions);
+    cache->after_attention(0, at::randn({1, config.num_heads, tokens, head_dim}), positions);
+    const int64_t kept = cache->length(0);
+    EXPECT_LT(kept, tokens) << spec;
+    EXPECT_EQ(selective.slot_capacity(0), evicts_every_step ? kept + 1 : kept + new_tokens) << spec;
+    const void* buffer = selective.positions(0).data_ptr();
+    for (int64_t t = 0; t < new_tokens; ++t) {
+      const at::Tensor key = at::randn({1, kv_heads, 1, head_dim});
+      const at::Tensor next = at::full({1, 1}, tokens + t, at::kLong);
+      const CachedKV step = cache->update(0, key, at::randn({1, kv_heads, 1, head_dim}), next);
+      cache->after_attention(0, at::randn({1, config.num_heads, 1, head_dim}), next);
+      EXPECT_EQ(selective.positions(0).data_ptr(), buffer) << spec << " step " << t;
+      EXPECT_EQ(cache->length(0), evicts_every_step ? kept : kept + t + 1) << spec << " step " << t;
+      // The newest token is held (it is in the recent window) under its own key, wherever its slot is.
+      const at::Tensor held = selective.positions(0)[0][0];
+      const at::Tensor slot = (held == tokens + t).nonzero();
+      ASSERT_EQ(slot.numel(), 1) << spec << " step " << t;
+      EXPECT_TRUE(at::equal(step.keys[0][0][slot.item<int64_t>()], key[0][0][0])) << spec << " step " << t;
+    }
   }
 }
 
