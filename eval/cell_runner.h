@@ -10,7 +10,6 @@
 
 namespace kvforge::eval {
 
-// How a policy's cells run: which model generates, the cache layout, and who reads the prompt.
 struct CellRunner {
   Transformer model;                             // the base model, or KV Prediction's auxiliary on its own
   CacheFactory cache;                            // null: the generating model's full cache

@@ -1,11 +1,9 @@
 #include "runtime/generate.h"
 
-#include <torch/utils.h>
-
 #include <algorithm>
 #include <chrono>
-#include <numeric>
 #include <stdexcept>
+#include <torch/utils.h>
 
 #ifdef KVFORGE_HAVE_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -34,12 +32,9 @@ bool ends_with_stop(const std::string& text, const std::vector<std::string>& sto
 
 const char* to_string(FinishReason reason) {
   switch (reason) {
-    case FinishReason::kLength:
-      return "length";
-    case FinishReason::kEos:
-      return "eos";
-    case FinishReason::kStopString:
-      return "stop_string";
+    case FinishReason::kLength: return "length";
+    case FinishReason::kEos: return "eos";
+    case FinishReason::kStopString: return "stop_string";
   }
   return "?";
 }
@@ -51,8 +46,8 @@ std::unique_ptr<KVCache> make_full_cache(const Transformer& model, int64_t batch
 }
 
 GenerationResult generate(Transformer& model, const std::vector<std::vector<int64_t>>& prompts,
-                          const GenerationOptions& options, const Tokenizer* tokenizer, const CacheFactory& make_cache,
-                          const PromptPrefill& prefill) {
+                          const GenerationOptions& options, const Tokenizer* tokenizer,
+                          const CacheFactory& make_cache, const PromptPrefill& prefill) {
   if (prompts.empty()) throw std::invalid_argument("generate: no prompts");
   if (options.max_new_tokens < 1) throw std::invalid_argument("max_new_tokens: expected >= 1");
   if (!options.stop_strings.empty() && tokenizer == nullptr)
@@ -98,9 +93,8 @@ GenerationResult generate(Transformer& model, const std::vector<std::vector<int6
   // Prompts of one length have no padding: every row's positions are 0, 1, ..., so the prompt attends under a plain
   // causal mask, which CUDA runs in the fused flash kernel instead of the masked one (the model checks that the cache
   // handed back exactly the prompt's slots before it relies on that).
-  const bool unpadded = longest * batch == static_cast<int64_t>(std::accumulate(
-                                               prompts.begin(), prompts.end(), size_t{0},
-                                               [](size_t total, const auto& prompt) { return total + prompt.size(); }));
+  const bool unpadded = std::all_of(prompts.begin(), prompts.end(),
+                                    [&](const auto& prompt) { return static_cast<int64_t>(prompt.size()) == longest; });
   at::Tensor logits = prefill ? prefill(ids.to(device), positions.to(device), *cache)
                               : model->forward(ids.to(device), positions.to(device), cache.get(), /*last_only=*/true,
                                                /*causal_prefix=*/unpadded);
@@ -120,15 +114,14 @@ GenerationResult generate(Transformer& model, const std::vector<std::vector<int6
     for (int64_t b = 0; b < batch; ++b) {
       if (done[b]) continue;
       GeneratedSequence& sequence = result.sequences[b];
-      const int64_t token = greedy ? host_choice[b].item<int64_t>() : sampler.next(host_logits[b]);
+      const int64_t token = greedy ? host_choice.data_ptr<int64_t>()[b] : sampler.next(host_logits[b]);
       sequence.tokens.push_back(token);
       next_ids_at[b][0] = token;
       next_positions_at[b][0] = next_position[b]++;
       if (std::find(options.eos_token_ids.begin(), options.eos_token_ids.end(), token) != options.eos_token_ids.end()) {
         sequence.finish = FinishReason::kEos;
         done[b] = true;
-      } else if (!options.stop_strings.empty() &&
-                 ends_with_stop(tokenizer->decode(sequence.tokens), options.stop_strings)) {
+      } else if (!options.stop_strings.empty() && ends_with_stop(tokenizer->decode(sequence.tokens), options.stop_strings)) {
         sequence.finish = FinishReason::kStopString;
         done[b] = true;
       }

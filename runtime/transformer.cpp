@@ -12,6 +12,17 @@
 
 namespace kvforge {
 
+namespace {
+
+// Keys that are exactly the queries' tokens, positions 0, 1, ... in every row: a plain causal mask is exact, and CUDA
+// runs it in the flash kernel with grouped KV heads, never materialising [queries × keys].
+at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/true,
+                                          /*scale=*/std::nullopt, /*enable_gqa=*/true);
+}
+
+}  // namespace
+
 LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool bias, const at::TensorOptions& options) {
   weight = register_parameter("weight", at::empty({out_features, in_features}, options));
   if (bias) this->bias = register_parameter("bias", at::empty({out_features}, options));
@@ -81,9 +92,7 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeAngles& rope, c
   const bool aligned = cache == nullptr || (!kv.head_parts && kv.keys.size(2) == tokens && kv.window_tokens == 0 &&
                                             !kv.low_rank && !kv.quantized);
   auto softmax_attention = [&] {
-    if (causal_prefix && aligned && sliding_window == 0 && x.is_cuda())
-      return at::scaled_dot_product_attention(q, kv.keys, kv.values, /*attn_mask=*/{}, /*dropout_p=*/0.0,
-                                              /*is_causal=*/true, /*scale=*/std::nullopt, /*enable_gqa=*/true);
+    if (causal_prefix && aligned && sliding_window == 0 && x.is_cuda()) return causal_attention(q, kv.keys, kv.values);
     return attend(q, kv, positions, causal_prefix && sliding_window == 0 && x.is_cuda());
   };
   if (linearization != nullptr) {
@@ -198,8 +207,7 @@ at::Tensor AttentionImpl::attend_parts(const at::Tensor& q, const CachedKV& kv, 
       part_out =
           banded_attention(part_q, part.keys, part.values, positions, part.positions, kv.sink_tokens, kv.window_tokens);
     else if (fused_causal && prompt_chunk && part.keys.size(2) == q.size(2))
-      part_out = at::scaled_dot_product_attention(part_q, part.keys, part.values, /*attn_mask=*/{}, /*dropout_p=*/0.0,
-                                                  /*is_causal=*/true, /*scale=*/std::nullopt, /*enable_gqa=*/true);
+      part_out = causal_attention(part_q, part.keys, part.values);
     else
       part_out = attend(part_q, part_kv, positions);
     out.index_copy_(1, index, part_out);
