@@ -51,6 +51,11 @@ std::shared_ptr<const LowRankFactors> cskv_factors(const std::shared_ptr<const A
           fail_input(artifact->path, prefix + name, "expected a float tensor [" + std::to_string(width) + "]");
         *bias = tensor->to(at::kFloat);
       }
+      if (const at::Tensor* norm = find_tensor(*artifact, prefix + "key_norm")) {
+        if (norm->dim() != 1 || norm->size(0) != model.head_dim || !norm->is_floating_point())
+          fail_input(artifact->path, prefix + "key_norm", "expected a float tensor [" + std::to_string(model.head_dim) + "]");
+        layer.key_norm = norm->to(at::kFloat);
+      }
       layers.push_back(std::move(layer));
     }
     return std::make_shared<const LowRankFactors>(std::move(layers));
@@ -99,9 +104,17 @@ LowRankPlan cskv_low_rank_plan(const PolicySpec& spec, const std::string& source
   return plan;
 }
 
-CachePlan plan_cskv(const PolicySpec& spec, const ModelConfig&, int64_t) {
+CachePlan plan_cskv(const PolicySpec& spec, const ModelConfig& config, int64_t) {
   CachePlan plan{spec.label, CacheLayout::kLowRank, {}, {}};
   plan.low_rank = cskv_low_rank_plan(spec, "policy");
+  plan.low_rank.options.key_norm_eps = config.rms_norm_eps;
+  // Rebuilt keys must pass through the same per-head norm as the model's own (Qwen3's k_norm), and only then.
+  const std::vector<LowRankLayer>& layers = plan.low_rank.factors->cpu();
+  for (size_t l = 0; l < layers.size(); ++l)
+    if (layers[l].key_norm.defined() != config.qk_norm)
+      fail_input(spec.artifact->path, "layers." + std::to_string(l) + ".key_norm",
+                 config.qk_norm ? "missing: the model normalises its keys per head (k_norm), so the factors must carry it"
+                                : "present, but the model has no per-head key norm");
   return plan;
 }
 

@@ -5,6 +5,7 @@
 #include <string>
 #include <utility>
 
+#include "runtime/rms_norm.h"
 #include "runtime/rope.h"
 
 namespace kvforge {
@@ -12,8 +13,8 @@ namespace {
 
 LowRankLayer converted(const LowRankLayer& layer, const at::TensorOptions& options) {
   auto to = [&](const at::Tensor& tensor) { return tensor.defined() ? tensor.to(options).contiguous() : tensor; };
-  return {to(layer.key_down), to(layer.key_up),   to(layer.value_down),
-          to(layer.value_up), to(layer.key_bias), to(layer.value_bias)};
+  return {to(layer.key_down), to(layer.key_up),   to(layer.value_down), to(layer.value_up),
+          to(layer.key_bias), to(layer.value_bias), to(layer.key_norm)};
 }
 
 // latents [batch, tokens, rank] · upᵀ (+ bias) -> [batch, kv_heads, tokens, head_dim]
@@ -126,6 +127,7 @@ std::pair<at::Tensor, at::Tensor> LowRankKVCache::rebuilt(int64_t layer_index, i
   at::Tensor keys = lifted(key_latents.narrow(1, 0, count), factor.key_up, factor.key_bias, kv_heads_, head_dim_);
   at::Tensor values =
       lifted(value_latents.narrow(1, 0, count), factor.value_up, factor.value_bias, kv_heads_, head_dim_);
+  if (factor.key_norm.defined()) keys = rms_normalized(keys, factor.key_norm, options_.key_norm_eps);
   // RoPE at each token's true position: the latent is stored before rotation.
   keys = apply_rope(keys, rope_angles(inv_freq_, layer.positions.narrow(1, 0, count), dtype_));
   return {keys, values};
@@ -149,7 +151,7 @@ CachedKV LowRankKVCache::update(int64_t layer_index, const at::Tensor& keys, con
   const int64_t total = layer.tokens, exact = layer.exact_keys.size(2);
   const at::Tensor held_positions = layer.positions.narrow(1, 0, total);
   if (exact == total) return {layer.exact_keys, layer.exact_values, held_positions};
-  if (keys.size(2) == 1 && options_.bits == 16 && decode_query_heads_ > 0) {
+  if (keys.size(2) == 1 && options_.bits == 16 && decode_query_heads_ > 0 && !factor.key_norm.defined()) {
     auto inputs = std::make_shared<kernels::LowRankDecodeInputs>();
     inputs->key_latents = layer.key_latents;
     inputs->value_latents = layer.value_latents;

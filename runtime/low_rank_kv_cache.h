@@ -12,7 +12,8 @@
 //
 // Prefill and the CPU rebuild the old keys and values into temporaries each step; a one-token step on the GPU at
 // 16 bits hands the latents to kernels::low_rank_decode_attention instead, which rebuilds keys tile by tile in
-// shared memory and attends values in the latent space, so nothing the size of the full cache is written.
+// shared memory and attends values in the latent space, so nothing the size of the full cache is written. The
+// kernel has no key norm, so factors with a key_norm (Qwen3) rebuild on every step.
 #include <ATen/ATen.h>
 
 #include <map>
@@ -26,7 +27,8 @@
 
 namespace kvforge {
 
-// One layer's factors: K ≈ B_K·A_K·x (+ k_proj's bias), V ≈ B_V·A_V·x (+ v_proj's bias).
+// One layer's factors: K ≈ B_K·A_K·x (+ k_proj's bias), V ≈ B_V·A_V·x (+ v_proj's bias); for a model that
+// normalises its keys per head before RoPE (Qwen3's k_norm), K is that norm of the product.
 struct LowRankLayer {
   at::Tensor key_down;    // A_K [key_rank, hidden]
   at::Tensor key_up;      // B_K [kv_heads * head_dim, key_rank]
@@ -34,6 +36,7 @@ struct LowRankLayer {
   at::Tensor value_up;    // B_V [kv_heads * head_dim, value_rank]
   at::Tensor key_bias;    // [kv_heads * head_dim] or undefined (models without attention bias)
   at::Tensor value_bias;
+  at::Tensor key_norm;  // [head_dim]: the model's k_norm weight, or undefined (no key norm)
 };
 
 // Every layer's factors, kept once on the CPU and copied to a device and dtype on first use there (each copy
@@ -56,6 +59,7 @@ struct LowRankCacheOptions {
   int64_t window = 32;  // newest tokens also kept exact
   int64_t group = 32;   // key quantization group (tokens); unused at 16 bits
   int64_t bits = 16;    // 16 = the model's dtype; 2, 4 or 8 = packed codes
+  double key_norm_eps = 1e-6;  // the model's rms_norm_eps, for factors that carry a key_norm
 };
 
 // What is wrong with `options` for these factors (bits other than 2/4/8/16, a latent width per KV head that

@@ -1,5 +1,6 @@
 #include "runtime/model_config.h"
 
+#include <algorithm>
 #include <map>
 #include <sstream>
 
@@ -101,8 +102,9 @@ ModelFamily parse_family(const FieldReader& fields) {
   std::string name = type.get<std::string>();
   if (name == "llama") return ModelFamily::kLlama;
   if (name == "qwen2") return ModelFamily::kQwen2;
+  if (name == "qwen3") return ModelFamily::kQwen3;
   if (name == "mistral") return ModelFamily::kMistral;
-  fields.fail("model_type", "expected one of llama, qwen2, mistral; got '" + name + "' (not supported)");
+  fields.fail("model_type", "expected one of llama, qwen2, qwen3, mistral; got '" + name + "' (not supported)");
 }
 
 // RoPE settings come either as transformers-5 `rope_parameters` (theta inside) or as the classic
@@ -151,7 +153,7 @@ RopeConfig parse_rope(const json& root, const std::string& source) {
 }
 
 // Which layers use a sliding window: `layer_types` when present (transformers 5), else the
-// family's rule (Mistral: every layer; Qwen2: layers >= max_window_layers when use_sliding_window).
+// family's rule (Mistral: every layer; Qwen2 and Qwen3: layers >= max_window_layers when use_sliding_window).
 std::vector<int64_t> parse_sliding_window(const FieldReader& fields, ModelFamily family, int64_t num_layers) {
   std::optional<int64_t> window = fields.optional_int("sliding_window");
   if (window && *window <= 0) fields.fail("sliding_window", "expected a positive integer or null");
@@ -173,7 +175,8 @@ std::vector<int64_t> parse_sliding_window(const FieldReader& fields, ModelFamily
   if (!window) return per_layer;
   if (family == ModelFamily::kMistral) {
     std::fill(per_layer.begin(), per_layer.end(), *window);
-  } else if (family == ModelFamily::kQwen2 && fields.boolean_or("use_sliding_window", false)) {
+  } else if ((family == ModelFamily::kQwen2 || family == ModelFamily::kQwen3) &&
+             fields.boolean_or("use_sliding_window", false)) {
     int64_t first = fields.has("max_window_layers") ? *fields.optional_int("max_window_layers") : num_layers;
     for (int64_t i = std::max<int64_t>(first, 0); i < num_layers; ++i) per_layer[i] = *window;
   }
@@ -215,6 +218,11 @@ ModelConfig ModelConfig::from_json(const json& root, const std::string& source) 
   config.tie_word_embeddings = fields.boolean_or("tie_word_embeddings", false);
   if (config.family == ModelFamily::kQwen2) {
     config.qkv_bias = true;  // Qwen2 always has q/k/v biases and none on o_proj
+  } else if (config.family == ModelFamily::kQwen3) {
+    const bool attention_bias = fields.boolean_or("attention_bias", false);  // on q/k/v/o alike; the MLP has none
+    config.qkv_bias = attention_bias;
+    config.o_bias = attention_bias;
+    config.qk_norm = true;
   } else {
     bool attention_bias = fields.boolean_or("attention_bias", false);
     config.qkv_bias = attention_bias;
@@ -252,6 +260,7 @@ const char* to_string(ModelFamily family) {
   switch (family) {
     case ModelFamily::kLlama: return "llama";
     case ModelFamily::kQwen2: return "qwen2";
+    case ModelFamily::kQwen3: return "qwen3";
     case ModelFamily::kMistral: return "mistral";
   }
   return "unknown";
@@ -280,6 +289,7 @@ nlohmann::json to_json(const ModelConfig& config) {
   }
   static const std::map<ModelFamily, const char*> kArchitecture = {
       {ModelFamily::kLlama, "LlamaForCausalLM"}, {ModelFamily::kQwen2, "Qwen2ForCausalLM"},
+      {ModelFamily::kQwen3, "Qwen3ForCausalLM"},
       {ModelFamily::kMistral, "MistralForCausalLM"}};
   nlohmann::json json = {
       {"architectures", {kArchitecture.at(config.family)}},
@@ -301,6 +311,20 @@ nlohmann::json to_json(const ModelConfig& config) {
   if (config.family == ModelFamily::kLlama) {
     json["attention_bias"] = config.qkv_bias;
     json["mlp_bias"] = config.mlp_bias;
+  }
+  if (config.family == ModelFamily::kQwen3) json["attention_bias"] = config.qkv_bias;
+  // Sliding windows as each family's transformers config reads them back: Mistral windows every layer, the others
+  // name each layer's kind in layer_types (one window width for all sliding layers, as every family has).
+  const int64_t window = *std::max_element(config.sliding_window.begin(), config.sliding_window.end());
+  if (window > 0) {
+    json["sliding_window"] = window;
+    if (config.family != ModelFamily::kMistral) {
+      nlohmann::json types = nlohmann::json::array();
+      for (int64_t layer_window : config.sliding_window)
+        types.push_back(layer_window > 0 ? "sliding_attention" : "full_attention");
+      json["layer_types"] = types;
+      json["use_sliding_window"] = true;
+    }
   }
   if (config.bos_token_id) json["bos_token_id"] = *config.bos_token_id;
   if (config.pad_token_id) json["pad_token_id"] = *config.pad_token_id;

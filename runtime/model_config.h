@@ -1,5 +1,5 @@
 #pragma once
-// ModelConfig: the parts of a Hugging Face config.json that the Llama family (llama, qwen2, mistral)
+// ModelConfig: the parts of a Hugging Face config.json that the Llama family (llama, qwen2, qwen3, mistral)
 // needs, validated once so the model code can trust it.
 #include <cstdint>
 #include <nlohmann/json.hpp>
@@ -9,7 +9,7 @@
 
 namespace kvforge {
 
-enum class ModelFamily { kLlama, kQwen2, kMistral };
+enum class ModelFamily { kLlama, kQwen2, kQwen3, kMistral };
 
 enum class RopeType { kDefault, kLinear, kLlama3 };
 
@@ -40,6 +40,8 @@ struct ModelConfig {
   bool qkv_bias = false;  // bias on q_proj, k_proj, v_proj
   bool o_bias = false;
   bool mlp_bias = false;
+  // RMSNorm over each head's head_dim on the projected queries and keys, before RoPE (Qwen3's q_norm / k_norm).
+  bool qk_norm = false;
   // Per layer: 0 = full causal attention, w > 0 = query i sees keys j with i - j < w.
   std::vector<int64_t> sliding_window;
   std::optional<int64_t> bos_token_id;

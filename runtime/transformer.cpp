@@ -9,6 +9,7 @@
 
 #include "kernels/bindings.h"
 #include "runtime/banded_attention.h"
+#include "runtime/rms_norm.h"
 
 namespace kvforge {
 
@@ -40,12 +41,7 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps, const at::TensorOptions& optio
   weight = register_parameter("weight", at::empty({dim}, options));
 }
 
-at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
-  if (kernels::rms_norm_supported(x, weight)) return kernels::rms_norm(x, weight, eps);
-  at::Tensor h = x.to(at::kFloat);
-  h = h * at::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps);
-  return weight * h.to(x.scalar_type());
-}
+at::Tensor RMSNormImpl::forward(const at::Tensor& x) { return rms_normalized(x, weight, eps); }
 
 AttentionImpl::AttentionImpl(const ModelConfig& config, int64_t layer_index, const at::TensorOptions& options)
     : layer_index(layer_index),
@@ -58,6 +54,10 @@ AttentionImpl::AttentionImpl(const ModelConfig& config, int64_t layer_index, con
   k_proj = register_module("k_proj", Linear(hidden, num_kv_heads * head_dim, config.qkv_bias, options));
   v_proj = register_module("v_proj", Linear(hidden, num_kv_heads * head_dim, config.qkv_bias, options));
   o_proj = register_module("o_proj", Linear(num_heads * head_dim, hidden, config.o_bias, options));
+  if (config.qk_norm) {
+    q_norm = register_module("q_norm", RMSNorm(head_dim, config.rms_norm_eps, options));
+    k_norm = register_module("k_norm", RMSNorm(head_dim, config.rms_norm_eps, options));
+  }
 }
 
 at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeAngles& rope, const at::Tensor& positions,
@@ -71,8 +71,13 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeAngles& rope, c
                ? linearization->project(layer_index, target, input, projection->weight, projection->bias)
                : projection->forward(input);
   };
-  at::Tensor q = project(q_proj, kLoraQuery, x).view({batch, tokens, num_heads, head_dim}).transpose(1, 2);
-  at::Tensor k = project(k_proj, kLoraKey, x).view({batch, tokens, num_kv_heads, head_dim}).transpose(1, 2);
+  // Qwen3 normalises each head's projection over head_dim before RoPE (and before any cache sees the keys).
+  auto per_head = [&](const at::Tensor& projected, int64_t heads, RMSNorm& norm) {
+    at::Tensor split = projected.view({batch, tokens, heads, head_dim});
+    return (norm ? norm->forward(split) : split).transpose(1, 2);
+  };
+  at::Tensor q = per_head(project(q_proj, kLoraQuery, x), num_heads, q_norm);
+  at::Tensor k = per_head(project(k_proj, kLoraKey, x), num_kv_heads, k_norm);
   at::Tensor v = project(v_proj, kLoraValue, x).view({batch, tokens, num_kv_heads, head_dim}).transpose(1, 2);
   if (cache != nullptr) cache->pre_rope(layer_index, k, v);
   const at::Tensor unrotated_q = q, unrotated_k = k;

@@ -1,5 +1,5 @@
 #pragma once
-// The Llama-family decoder (Llama, Qwen2, Mistral) as a torch::nn::Module. Parameter names are the
+// The Llama-family decoder (Llama, Qwen2, Qwen3, Mistral) as a torch::nn::Module. Parameter names are the
 // Hugging Face names ("model.layers.3.self_attn.q_proj.weight"), so loading is a checked 1:1 copy.
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
@@ -51,6 +51,8 @@ struct AttentionImpl : torch::nn::Module {
                      bool causal_prefix = false);
 
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  // Qwen3's per-head RMSNorm of the projected queries and keys (weights [head_dim]); null for models without it.
+  RMSNorm q_norm{nullptr}, k_norm{nullptr};
   int64_t layer_index, num_heads, num_kv_heads, head_dim, sliding_window;
   HeadMixing* head_mixing = nullptr;       // not owned; see TransformerImpl::set_head_mixing
   Linearization* linearization = nullptr;  // not owned; see TransformerImpl::set_linearization

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Writes the parity fixtures under tests/fixtures/ (run on the GPU machine, which has transformers).
 
-Usage: python3 scripts/make_parity_fixtures.py OUT_DIR
-Writes OUT_DIR/fixtures.tar.gz holding:
-  llama/, llama-sharded/, qwen2/, mistral/   tiny random checkpoints (save_pretrained)
+Usage: python3 scripts/make_parity_fixtures.py OUT_DIR [NAME ...]
+Writes OUT_DIR/fixtures.tar.gz holding (only the named fixtures when NAMEs are given):
+  llama/, llama-sharded/, qwen2/, qwen3/, mistral/   tiny random checkpoints (save_pretrained)
   <model>/reference.safetensors             input ids, fp32 logits, greedy continuations, bf16 CUDA logits
                                             (scripts/reference_logits.py writes the same for any checkpoint)
   tokenizer-gpt2/, tokenizer-llama3/        byte-level BPE tokenizer.json trained with `tokenizers`
@@ -21,7 +21,7 @@ import torch
 from reference_logits import write_reference
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
-                          Qwen2ForCausalLM)
+                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 VOCAB = 512
 
@@ -39,6 +39,13 @@ MODELS = {
     "qwen2": (Qwen2Config, Qwen2ForCausalLM, dict(
         num_key_value_heads=1, tie_word_embeddings=True, use_sliding_window=False,
         rope_parameters=dict(rope_type="linear", rope_theta=1000000.0, factor=2.0))),
+    # per-head q_norm/k_norm (random weights, so a skipped norm changes the logits), biases on q/k/v/o that the norm
+    # sees, explicit head_dim != hidden/heads, and layer 1 of 2 under a sliding window
+    # (use_sliding_window + max_window_layers, which transformers writes out as layer_types).
+    "qwen3": (Qwen3Config, Qwen3ForCausalLM, dict(
+        num_key_value_heads=2, head_dim=32, attention_bias=True, tie_word_embeddings=False,
+        use_sliding_window=True, sliding_window=8, max_window_layers=1,
+        rope_parameters=dict(rope_type="default", rope_theta=1000000.0))),
     # explicit head_dim != hidden/heads and a sliding window shorter than the sequence.
     "mistral": (MistralConfig, MistralForCausalLM, dict(
         num_key_value_heads=2, head_dim=32, sliding_window=8, tie_word_embeddings=False,
@@ -156,13 +163,18 @@ def bytes_to_unicode():
 
 
 def main():
-    out = sys.argv[1]
+    out, only = sys.argv[1], set(sys.argv[2:])
+    wanted = lambda name: not only or name in only
     with tempfile.TemporaryDirectory() as root:
         for name in MODELS:
-            make_model(root, name)
-        make_byte_tokenizer(os.path.join(root, "llama"))
+            if wanted(name):
+                make_model(root, name)
+        for name in ["llama", "qwen3"]:  # so generate, eval and the trainers run on these checkpoints
+            if wanted(name):
+                make_byte_tokenizer(os.path.join(root, name))
         for name in ["tokenizer-gpt2", "tokenizer-llama3"]:
-            make_tokenizer(root, name)
+            if wanted(name):
+                make_tokenizer(root, name)
         with tarfile.open(os.path.join(out, "fixtures.tar.gz"), "w:gz") as tar:
             for entry in sorted(os.listdir(root)):
                 tar.add(os.path.join(root, entry), arcname=entry)

@@ -296,6 +296,76 @@ TEST(CskvArtifact, RoundTripsIntoThePolicyAndNamesMalformedTensors) {
   EXPECT_INPUT_ERROR(cskv_factors(std::make_shared<const Artifact>(broken)), "c.safetensors", "layers.1.key_up");
 }
 
+// Qwen3 normalises each head's keys (k_norm, after k_proj's bias) before RoPE: full-rank factors rebuild the model's
+// keys only through that norm, in the cache, in the trainer's objective, and in the artifact the policy reads.
+TEST(LowRankCache, Qwen3RebuildsKeysThroughTheModelsKeyNorm) {
+  torch::NoGradGuard no_grad;
+  LoadedModel qwen = load_model(testing::fixture("qwen3"), at::kCPU, at::kFloat);
+  const ModelConfig& config = qwen.config;
+  cskv::FitOptions options;
+  options.init = cskv::Init::kSvd;
+  options.key_rank = options.value_rank = config.num_kv_heads * config.head_dim;  // full rank: 64 of hidden 64
+  std::vector<LowRankLayer> layers = cskv::initial_factors(qwen.model, options, {});
+  for (LowRankLayer& layer : layers) {
+    ASSERT_TRUE(layer.key_norm.defined() && layer.key_bias.defined());
+    for (at::Tensor* tensor : {&layer.key_down, &layer.key_up, &layer.value_down, &layer.value_up})
+      *tensor = tensor->detach();
+  }
+  at::manual_seed(43);
+  const at::Tensor ids = at::randint(3, config.vocab_size, {2, 30}, at::kLong);
+  const at::Tensor fed = at::randint(3, config.vocab_size, {2, 6}, at::kLong);
+  auto run = [&](KVCache& cache) {
+    std::vector<at::Tensor> steps{qwen.model->forward(ids, at::arange(30).repeat({2, 1}), &cache)};
+    for (int64_t t = 0; t < 6; ++t)
+      steps.push_back(qwen.model->forward(fed.narrow(1, t, 1), at::full({2, 1}, 30 + t, at::kLong), &cache));
+    return at::cat(steps, 1);
+  };
+  auto cache_of = [&](std::vector<LowRankLayer> factors) {
+    LowRankCacheOptions cache_options{/*window=*/2, /*group=*/32, /*bits=*/16, config.rms_norm_eps};
+    return LowRankKVCache(std::make_shared<const LowRankFactors>(std::move(factors)), cache_options, 2,
+                          config.num_kv_heads, config.head_dim, rope_inverse_frequencies(config.rope, config.head_dim),
+                          at::kFloat);
+  };
+  auto full = make_full_cache(qwen.model, 2, 36);
+  const at::Tensor reference = run(*full);
+  LowRankKVCache normed = cache_of(layers);
+  const at::Tensor rebuilt = run(normed);
+  EXPECT_LT((rebuilt - reference).abs().max().item<double>(), 1e-4 * reference.abs().max().item<double>());
+  std::vector<LowRankLayer> unnormed = layers;
+  for (LowRankLayer& layer : unnormed) layer.key_norm = at::Tensor();
+  LowRankKVCache skipped = cache_of(unnormed);
+  EXPECT_GT((run(skipped) - reference).abs().max().item<double>(), 1e-2) << "rebuilt keys need the key norm";
+
+  // The trainer's key error compares normalised keys: zero at full rank, not at rank 8.
+  const at::Tensor inputs = cskv::attention_inputs(qwen.model, ids, at::arange(30).repeat({2, 1}))[0];
+  const auto& attention = qwen.model->model->layers[0]->as<DecoderLayer>()->self_attn;
+  auto key_error = [&](const LowRankLayer& factors) {
+    const cskv::LayerError error =
+        cskv::layer_error(factors, attention->k_proj->weight, attention->v_proj->weight, inputs,
+                          at::arange(30).repeat({2, 1}), qwen.model->inv_freq, config.num_kv_heads, {16, 32, 2},
+                          at::Tensor(), config.rms_norm_eps);
+    return (error.key_error / error.key_energy).item<double>();
+  };
+  EXPECT_LT(key_error(layers[0]), 1e-8);
+  LowRankLayer rank8 = layers[0];
+  rank8.key_up = rank8.key_up.narrow(1, 0, 8).contiguous();
+  rank8.key_down = rank8.key_down.narrow(0, 0, 8).contiguous();
+  EXPECT_GT(key_error(rank8), 1e-2) << "rank 8 of 64 loses key energy";
+
+  // The artifact carries the norm, and the policy refuses factors without one for this model.
+  const std::string dir = testing::make_temp_dir("cskv-qwen3");
+  write_artifact(dir + "/q.safetensors", cskv::cskv_artifact(layers, options, at::full({2, 2}, 0.1), config,
+                                                             "method: cskv\n", {{"steps", 0}}));
+  auto artifact = std::make_shared<const Artifact>(read_artifact(dir + "/q.safetensors"));
+  const CachePlan plan = plan_cache(policies_from_artifact(artifact)[0], config, 30);
+  EXPECT_TRUE(at::equal(plan.low_rank.factors->cpu()[1].key_norm, layers[1].key_norm));
+  EXPECT_DOUBLE_EQ(plan.low_rank.options.key_norm_eps, config.rms_norm_eps);
+  Artifact stripped = *artifact;
+  stripped.tensors.erase("layers.1.key_norm");
+  EXPECT_INPUT_ERROR(plan_cache(policies_from_artifact(std::make_shared<const Artifact>(stripped))[0], config, 30),
+                     "q.safetensors", "layers.1.key_norm");
+}
+
 // On CUDA in bf16 the decode steps go through the low-rank kernel and agree with the CPU's fp32 rebuild path
 // (small-base-gpu: head_dim 64, 3 query heads per KV head; rank 48 of 128, a 6-token exact window).
 TEST(LowRankCacheOnCuda, DecodeKernelMatchesTheCpuRebuild) {

@@ -32,6 +32,15 @@ TEST(ModelConfig, ReadsTransformers5Fixtures) {
   EXPECT_DOUBLE_EQ(qwen.rope.theta, 1e6);
   EXPECT_EQ(qwen.sliding_window, std::vector<int64_t>({0, 0}));
 
+  ModelConfig qwen3 = ModelConfig::from_file(fixture("qwen3/config.json"));
+  EXPECT_EQ(qwen3.family, ModelFamily::kQwen3);
+  EXPECT_TRUE(qwen3.qk_norm);
+  EXPECT_TRUE(qwen3.qkv_bias);  // attention_bias: true puts a bias on q/k/v and o alike
+  EXPECT_TRUE(qwen3.o_bias);
+  EXPECT_FALSE(qwen3.mlp_bias);
+  EXPECT_EQ(qwen3.head_dim, 32);  // explicit, not hidden / heads = 16
+  EXPECT_EQ(qwen3.sliding_window, std::vector<int64_t>({0, 8}));  // from layer_types
+
   ModelConfig mistral = ModelConfig::from_file(fixture("mistral/config.json"));
   EXPECT_EQ(mistral.head_dim, 32);  // explicit, not hidden / heads = 16
   EXPECT_EQ(mistral.sliding_window, std::vector<int64_t>({8, 8}));
@@ -64,6 +73,28 @@ TEST(ModelConfig, Qwen2SlidingWindowFollowsMaxWindowLayers) {
   EXPECT_EQ(ModelConfig::from_json(config, "c").sliding_window, std::vector<int64_t>({0, 0, 0, 0}));
 }
 
+TEST(ModelConfig, Qwen3DefaultsAndWindowRuleWithoutLayerTypes) {
+  json config = minimal_llama();
+  config["model_type"] = "qwen3";
+  config["num_hidden_layers"] = 4;
+  ModelConfig plain = ModelConfig::from_json(config, "config.json");
+  EXPECT_TRUE(plain.qk_norm);
+  EXPECT_FALSE(plain.qkv_bias);  // attention_bias defaults to false, unlike qwen2's fixed q/k/v biases
+  EXPECT_FALSE(plain.o_bias);
+  EXPECT_EQ(plain.sliding_window, std::vector<int64_t>({0, 0, 0, 0}));
+  config["sliding_window"] = 16;
+  config["max_window_layers"] = 3;
+  EXPECT_EQ(ModelConfig::from_json(config, "config.json").sliding_window, std::vector<int64_t>({0, 0, 0, 0}))
+      << "sliding_window is ignored without use_sliding_window, as transformers does";
+  config["use_sliding_window"] = true;
+  const ModelConfig windowed = ModelConfig::from_json(config, "config.json");
+  EXPECT_EQ(windowed.sliding_window, std::vector<int64_t>({0, 0, 0, 16}));
+  EXPECT_EQ(to_json(windowed)["architectures"][0], "Qwen3ForCausalLM");
+  const ModelConfig written = ModelConfig::from_json(to_json(windowed), "written");
+  EXPECT_TRUE(written.qk_norm);
+  EXPECT_EQ(written.sliding_window, windowed.sliding_window) << "what kvforge writes keeps each layer's window";
+}
+
 TEST(ModelConfig, BadInputNamesFileAndField) {
   json config = minimal_llama();
   config.erase("hidden_size");
@@ -71,7 +102,7 @@ TEST(ModelConfig, BadInputNamesFileAndField) {
 
   config = minimal_llama();
   config["model_type"] = "gpt2";
-  EXPECT_INPUT_ERROR(ModelConfig::from_json(config, "c.json"), "model_type", "gpt2", "llama, qwen2, mistral");
+  EXPECT_INPUT_ERROR(ModelConfig::from_json(config, "c.json"), "model_type", "gpt2", "llama, qwen2, qwen3, mistral");
 
   config = minimal_llama();
   config["num_key_value_heads"] = 3;

@@ -38,7 +38,7 @@ Reference reference_of(const std::string& model_dir) {
 
 std::vector<std::string> parity_dirs() {
   std::vector<std::string> dirs;
-  for (const char* name : {"llama", "llama-sharded", "qwen2", "mistral"}) dirs.push_back(fixture(name));
+  for (const char* name : {"llama", "llama-sharded", "qwen2", "qwen3", "mistral"}) dirs.push_back(fixture(name));
   const std::filesystem::path models = std::filesystem::weakly_canonical(fixture("../../models"));
   if (std::filesystem::is_directory(models))
     for (const auto& entry : std::filesystem::directory_iterator(models))
@@ -130,7 +130,7 @@ TEST_P(Parity, Bfloat16OnGpuWithinBf16Tolerance) {
 INSTANTIATE_TEST_SUITE_P(Checkpoints, Parity, ::testing::ValuesIn(parity_dirs()), parity_name);
 
 // The parity tests above must be able to fail: a model with one detail wrong misses the reference.
-TEST(ParitySensitivity, WrongBiasRopeOrWindowBreaksParity) {
+TEST(ParitySensitivity, WrongBiasRopeNormOrWindowBreaksParity) {
   auto error_of = [](LoadedModel& loaded, const std::string& name) {
     const Reference ref = reference_of(fixture(name));
     return (full_logits(loaded.model, ref.get("input_ids")) - ref.get("logits")).abs().max().item<double>();
@@ -147,6 +147,21 @@ TEST(ParitySensitivity, WrongBiasRopeOrWindowBreaksParity) {
     plain.type = RopeType::kDefault;
     llama.model->inv_freq = rope_inverse_frequencies(plain, llama.config.head_dim);
     EXPECT_GT(error_of(llama, "llama"), 1e-2) << "llama3 RoPE scaling must matter";
+  }
+  for (const bool skip_query_norm : {true, false}) {
+    LoadedModel qwen = load_model(fixture("qwen3"), at::kCPU, at::kFloat);
+    for (const auto& layer : *qwen.model->model->layers) {
+      Attention& attention = layer->as<DecoderLayer>()->self_attn;
+      ASSERT_TRUE(attention->q_norm && attention->k_norm) << "qwen3 loads its per-head norms";
+      (skip_query_norm ? attention->q_norm : attention->k_norm) = nullptr;
+    }
+    EXPECT_GT(error_of(qwen, "qwen3"), 1e-2) << (skip_query_norm ? "q_norm" : "k_norm") << " must matter";
+  }
+  {
+    LoadedModel qwen = load_model(fixture("qwen3"), at::kCPU, at::kFloat);
+    ASSERT_EQ(qwen.config.sliding_window, (std::vector<int64_t>{0, 8})) << "layer_types put layer 1 in a window";
+    qwen.model->model->layers[1]->as<DecoderLayer>()->self_attn->sliding_window = 0;
+    EXPECT_GT(error_of(qwen, "qwen3"), 1e-2) << "qwen3's sliding layer must matter";
   }
   {
     LoadedModel mistral = load_model(fixture("mistral"), at::kCPU, at::kFloat);

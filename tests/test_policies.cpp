@@ -1,9 +1,12 @@
 // Training-free cache policies: each reproduces the full cache exactly when its budget covers the
 // sequence, and keeps exactly what it claims (tokens, positions, bytes) when it does not.
 #include <gtest/gtest.h>
+
+#include <tuple>
 #include <torch/torch.h>
 
 #include <set>
+#include <tuple>
 
 #include "policies/policy.h"
 #include "runtime/generate.h"
@@ -47,36 +50,46 @@ Batch random_batch(int64_t seed, int64_t longest) {
   return batch;
 }
 
-std::unique_ptr<KVCache> cache_for(const std::string& spec, int64_t prompt_tokens, int64_t batch = 2) {
-  const ModelConfig& config = testing::tiny_base_model().config;
+std::unique_ptr<KVCache> cache_for(const std::string& spec, int64_t prompt_tokens, int64_t batch = 2,
+                                   const ModelConfig& config = testing::tiny_base_model().config) {
   return make_cache(plan_cache(parse_policy(spec), config, prompt_tokens), config, batch, prompt_tokens + 8,
                     at::TensorOptions().dtype(at::kFloat));
 }
 
-class FullBudgetIdentity : public ::testing::TestWithParam<std::string> {};
+// The models every policy is checked on: the built-in base model and the Qwen3 fixture (per-head q/k norms, biases
+// on q/k/v/o, and a sliding-window layer that the caches must honour alongside their own eviction).
+LoadedModel& identity_model(const std::string& name) {
+  if (name == "tiny_base") return testing::tiny_base_model();
+  static LoadedModel qwen3 = load_model(testing::fixture("qwen3"), at::kCPU, at::kFloat);
+  return qwen3;
+}
+
+class FullBudgetIdentity : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
 
 // A window, budget or full-precision residual covering the whole sequence leaves nothing to drop, so the
 // logits equal the full cache's bit for bit at the prefill and at every decode step.
 TEST_P(FullBudgetIdentity, LogitsEqualTheFullCache) {
-  LoadedModel& loaded = testing::tiny_base_model();
+  const auto& [model_name, spec] = GetParam();
+  LoadedModel& loaded = identity_model(model_name);
   const Batch batch = random_batch(/*seed=*/21, /*longest=*/40);
   auto full = make_full_cache(loaded.model, 2, 48);
   at::Tensor expected = cached_logits(loaded.model, *full, batch.ids, batch.positions, batch.fed);
-  auto cache = cache_for(GetParam(), 40);
+  auto cache = cache_for(spec, 40, 2, loaded.config);
   at::Tensor got = cached_logits(loaded.model, *cache, batch.ids, batch.positions, batch.fed);
-  EXPECT_TRUE(at::equal(got, expected)) << GetParam() << ": max difference "
-                                        << (got - expected).abs().max().item<double>();
+  EXPECT_TRUE(at::equal(got, expected)) << spec << ": max difference " << (got - expected).abs().max().item<double>();
   EXPECT_EQ(cache->length(0), 46);
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, FullBudgetIdentity,
-                         ::testing::Values("full", "streaming:window=64", "snapkv:budget=64", "snapkv:budget=1",
-                                           "pyramidkv:budget=1000", "h2o:budget=64", "kivi:bits=2,residual=64",
-                                           "kivi:bits=4,residual=46", "uniform:budget=1",
-                                           "uniform:budget=1,window=8,kernel=3",
-                                           "uniform:budget=1,per_head=1,window=0"),
+                         ::testing::Combine(::testing::Values("tiny_base", "qwen3"),
+                                            ::testing::Values("full", "streaming:window=64", "snapkv:budget=64",
+                                                              "snapkv:budget=1", "pyramidkv:budget=1000",
+                                                              "h2o:budget=64", "kivi:bits=2,residual=64",
+                                                              "kivi:bits=4,residual=46", "uniform:budget=1",
+                                                              "uniform:budget=1,window=8,kernel=3",
+                                                              "uniform:budget=1,per_head=1,window=0")),
                          [](const auto& info) {
-                           std::string name = info.param;
+                           std::string name = std::get<0>(info.param) + "_" + std::get<1>(info.param);
                            for (char& c : name)
                              if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
                            return name;

@@ -51,6 +51,7 @@ std::vector<LowRankLayer> initial_factors(Transformer& model, const FitOptions& 
                        {}};
     if (attention->k_proj->bias.defined()) layer.key_bias = attention->k_proj->bias.detach().to(at::kFloat);
     if (attention->v_proj->bias.defined()) layer.value_bias = attention->v_proj->bias.detach().to(at::kFloat);
+    if (attention->k_norm) layer.key_norm = attention->k_norm->weight.detach().to(at::kFloat);  // the model's, frozen
     factors.push_back(std::move(layer));
   }
   return factors;
@@ -73,6 +74,7 @@ Artifact cskv_artifact(const std::vector<LowRankLayer>& factors, const FitOption
     artifact.tensors[prefix + "value_up"] = cpu(layer.value_up);
     if (layer.key_bias.defined()) artifact.tensors[prefix + "key_bias"] = cpu(layer.key_bias);
     if (layer.value_bias.defined()) artifact.tensors[prefix + "value_bias"] = cpu(layer.value_bias);
+    if (layer.key_norm.defined()) artifact.tensors[prefix + "key_norm"] = cpu(layer.key_norm);
     ranks[static_cast<int64_t>(l)][0] = layer.key_down.size(0);
     ranks[static_cast<int64_t>(l)][1] = layer.value_down.size(0);
   }

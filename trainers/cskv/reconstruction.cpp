@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "runtime/quantized_kv_cache.h"
+#include "runtime/rms_norm.h"
 #include "runtime/rope.h"
 #include "trainers/cskv/layer_inputs.h"
 
@@ -16,6 +17,9 @@ at::Tensor straight_through(const at::Tensor& x, const at::Tensor& quantized) { 
 at::Tensor heads_first(const at::Tensor& x, int64_t kv_heads) {
   return x.view({x.size(0), x.size(1), kv_heads, -1}).transpose(1, 2);
 }
+
+// The model's per-head query norm (Qwen3's q_norm) or undefined.
+at::Tensor query_norm(const Attention& attention) { return attention->q_norm ? attention->q_norm->weight : at::Tensor(); }
 
 }  // namespace
 
@@ -42,12 +46,13 @@ at::Tensor fake_quantize_value_latents(const at::Tensor& latents, const LatentQu
 }
 
 at::Tensor query_moment(const at::Tensor& query_weight, const at::Tensor& inputs, const at::Tensor& positions,
-                        const at::Tensor& inv_freq, int64_t heads, int64_t kv_heads) {
+                        const at::Tensor& inv_freq, int64_t heads, int64_t kv_heads, const at::Tensor& query_norm,
+                        double norm_eps) {
   torch::NoGradGuard no_grad;
   const at::Tensor x = inputs.to(at::kFloat);
-  const at::Tensor queries =
-      apply_rope(heads_first(at::matmul(x, query_weight.detach().to(at::kFloat).t()), heads),
-                 rope_angles(inv_freq, positions, at::kFloat));  // [batch, heads, tokens, head_dim]
+  at::Tensor queries = heads_first(at::matmul(x, query_weight.detach().to(at::kFloat).t()), heads);
+  if (query_norm.defined()) queries = rms_normalized(queries, query_norm.detach().to(at::kFloat), norm_eps);
+  queries = apply_rope(queries, rope_angles(inv_freq, positions, at::kFloat));  // [batch, heads, tokens, head_dim]
   const at::Tensor valid = (positions >= 0).to(at::kFloat).view({positions.size(0), 1, positions.size(1), 1});
   const int64_t dim = queries.size(3), group = heads / kv_heads;
   // [kv_heads, group·batch·tokens, head_dim] with padding rows zeroed
@@ -62,18 +67,24 @@ at::Tensor query_moment(const at::Tensor& query_weight, const at::Tensor& inputs
 
 LayerError layer_error(const LowRankLayer& factors, const at::Tensor& key_weight, const at::Tensor& value_weight,
                        const at::Tensor& inputs, const at::Tensor& positions, const at::Tensor& inv_freq,
-                       int64_t kv_heads, const LatentQuantization& quantization, const at::Tensor& query_moment) {
+                       int64_t kv_heads, const LatentQuantization& quantization, const at::Tensor& query_moment,
+                       double norm_eps) {
   const at::Tensor x = inputs.to(at::kFloat);
   // The model is the frozen teacher: no gradient reaches its weights.
   const at::Tensor key_projection = key_weight.detach().to(at::kFloat),
                    value_projection = value_weight.detach().to(at::kFloat);
-  // Padding rows are weighted 0 (the projections' biases cancel in the differences and are left out).
+  // Padding rows are weighted 0. The projections' biases cancel in the differences and are left out, except before a
+  // per-head key norm (Qwen3's k_norm), which sees the biased keys and does not commute with the difference.
   const at::Tensor valid = (positions >= 0).to(at::kFloat).view({positions.size(0), 1, positions.size(1), 1});
   const RopeAngles angles = rope_angles(inv_freq, positions, at::kFloat);
-  const at::Tensor keys = apply_rope(heads_first(at::matmul(x, key_projection.t()), kv_heads), angles);
+  auto as_keys = [&](at::Tensor projected) {
+    if (!factors.key_norm.defined()) return apply_rope(heads_first(projected, kv_heads), angles);
+    if (factors.key_bias.defined()) projected = projected + factors.key_bias;
+    return apply_rope(rms_normalized(heads_first(projected, kv_heads), factors.key_norm, norm_eps), angles);
+  };
+  const at::Tensor keys = as_keys(at::matmul(x, key_projection.t()));
   const at::Tensor key_latents = fake_quantize_key_latents(at::matmul(x, factors.key_down.t()), quantization);
-  const at::Tensor rebuilt_keys =
-      apply_rope(heads_first(at::matmul(key_latents, factors.key_up.t()), kv_heads), angles);
+  const at::Tensor rebuilt_keys = as_keys(at::matmul(key_latents, factors.key_up.t()));
   const at::Tensor values = heads_first(at::matmul(x, value_projection.t()), kv_heads);
   const at::Tensor value_latents = fake_quantize_value_latents(at::matmul(x, factors.value_down.t()), quantization);
   const at::Tensor rebuilt_values = heads_first(at::matmul(value_latents, factors.value_up.t()), kv_heads);
@@ -131,11 +142,13 @@ MicroBatchLoss ReconstructionObjective::micro_batch_loss(int64_t step, int64_t m
     const auto& attention = model_->model->layers[l]->as<DecoderLayer>()->self_attn;
     const at::Tensor moment = config_.score_loss
                                   ? query_moment(attention->q_proj->weight, inputs[l], positions, model_->inv_freq,
-                                                 model_->config.num_heads, model_->config.num_kv_heads)
+                                                 model_->config.num_heads, model_->config.num_kv_heads,
+                                                 query_norm(attention), model_->config.rms_norm_eps)
                                   : at::Tensor();
     const LayerError error =
         layer_error(factors_[l], attention->k_proj->weight, attention->v_proj->weight, inputs[l], positions,
-                    model_->inv_freq, model_->config.num_kv_heads, config_.quantization, moment);
+                    model_->inv_freq, model_->config.num_kv_heads, config_.quantization, moment,
+                    model_->config.rms_norm_eps);
     // CSKV's loss: MSE of keys after RoPE (or of the scores they give, with score_loss) plus MSE of values,
     // summed over layers.
     loss = loss + (error.key_error + error.value_error) / elements;
@@ -166,12 +179,15 @@ at::Tensor ReconstructionObjective::relative_errors(int64_t batches) {
       const auto& attention = model_->model->layers[l]->as<DecoderLayer>()->self_attn;
       const LayerError plain =
           layer_error(factors_[l], attention->k_proj->weight, attention->v_proj->weight, inputs[l], positions,
-                      model_->inv_freq, model_->config.num_kv_heads, config_.quantization);
+                      model_->inv_freq, model_->config.num_kv_heads, config_.quantization, at::Tensor(),
+                      model_->config.rms_norm_eps);
       const at::Tensor moment = query_moment(attention->q_proj->weight, inputs[l], positions, model_->inv_freq,
-                                             model_->config.num_heads, model_->config.num_kv_heads);
+                                             model_->config.num_heads, model_->config.num_kv_heads,
+                                             query_norm(attention), model_->config.rms_norm_eps);
       const LayerError scores =
           layer_error(factors_[l], attention->k_proj->weight, attention->v_proj->weight, inputs[l], positions,
-                      model_->inv_freq, model_->config.num_kv_heads, config_.quantization, moment);
+                      model_->inv_freq, model_->config.num_kv_heads, config_.quantization, moment,
+                      model_->config.rms_norm_eps);
       sums[l] += at::stack({plain.key_error, plain.key_energy, plain.value_error, plain.value_energy, scores.key_error,
                             scores.key_energy})
                      .to(at::kCPU, at::kDouble);

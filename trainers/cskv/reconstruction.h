@@ -37,16 +37,19 @@ struct LayerError {
 // One layer. factors in float32 on the inputs' device; inputs: [batch, tokens, hidden]; positions [batch, tokens]
 // (-1 = padding, excluded). query_moment, when defined ([kv_heads, head_dim, head_dim]), measures key errors e
 // as eᵀ·M·e instead of ‖e‖²: with M = E[q qᵀ] over the KV head's queries that is the mean squared error of the
-// attention scores q·k, which is what attention sees of a key.
+// attention scores q·k, which is what attention sees of a key. Factors with a key_norm compare the keys after that
+// norm (eps norm_eps), as the model computes them.
 LayerError layer_error(const LowRankLayer& factors, const at::Tensor& key_weight, const at::Tensor& value_weight,
                        const at::Tensor& inputs, const at::Tensor& positions, const at::Tensor& inv_freq,
                        int64_t kv_heads, const LatentQuantization& quantization,
-                       const at::Tensor& query_moment = at::Tensor());
+                       const at::Tensor& query_moment = at::Tensor(), double norm_eps = 1e-6);
 
-// E[q qᵀ] per KV head over its query group's heads and the valid tokens, after RoPE, scaled to trace head_dim (so
-// the score loss has the MSE's scale): [kv_heads, head_dim, head_dim], no gradient.
+// E[q qᵀ] per KV head over its query group's heads and the valid tokens, after the per-head query norm when given
+// (Qwen3's q_norm, eps norm_eps) and RoPE, scaled to trace head_dim (so the score loss has the MSE's scale):
+// [kv_heads, head_dim, head_dim], no gradient.
 at::Tensor query_moment(const at::Tensor& query_weight, const at::Tensor& inputs, const at::Tensor& positions,
-                        const at::Tensor& inv_freq, int64_t heads, int64_t kv_heads);
+                        const at::Tensor& inv_freq, int64_t heads, int64_t kv_heads,
+                        const at::Tensor& query_norm = at::Tensor(), double norm_eps = 1e-6);
 
 struct ReconstructionConfig {
   BatchSource batches;
