@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "checkpoints/artifact.h"
 #include "runtime/json_file.h"
@@ -403,6 +404,47 @@ CommandRun run_two_ranks(const std::string& arguments, const std::string& logs) 
            kvforge_binary() + " " + arguments + " > " + logs + "-rank" + std::to_string(r) + ".log 2>&1";
   };
   return testing::run_command("(" + rank(1) + " & " + rank(0) + "; a=$?; wait $!; b=$?; exit $((a + b)))");
+}
+
+// Qwen3 (per-head q/k norms, biases on q/k/v/o, a sliding-window layer): every trainer runs on the random-weight
+// fixture, and eval takes every artifact beside every training-free policy.
+TEST(Cli, EveryTrainerAndPolicyRunsOnQwen3) {
+  const std::string dir = testing::make_temp_dir("qwen3");
+  const std::string model = " model=" + fixture("qwen3");
+  const std::string windows = " data.min_tokens=96 data.max_tokens=128 eval.batches=1";
+  const std::vector<std::pair<std::string, std::string>> trainers = {
+      {"lizard", "recipes/lizard-tiny-cpu.yaml stage1.batch_size=1 stage2.batch_size=1 stage1.steps=2 stage2.steps=2" +
+                     windows},
+      {"cskv", "recipes/cskv-tiny-cpu.yaml train.batch_size=1 train.steps=2 calibration.batches=1" + windows},
+      {"kvpred", "recipes/kvpred-tiny-cpu.yaml train.batch_size=1 train.steps=2 calibration.batches=1" + windows},
+      {"rlkv", "recipes/tiny-rlkv.yaml rl.prompts=2 rl.group_size=2 rl.max_new_tokens=8 train.steps=2"},
+      {"prefixkv", "recipes/prefixkv-tiny-cpu.yaml calibration.samples=2 calibration.length=400"},
+  };
+  std::string artifacts;
+  for (const auto& [method, arguments] : trainers) {
+    CommandRun train = run_kvforge("train " + fixture("../../" + arguments) + model + " out=" + dir + "/" + method);
+    ASSERT_EQ(train.exit_code, 0) << method << ": " << train.output;
+    const std::string artifact = dir + "/" + method + "/" + method + ".safetensors";
+    ASSERT_TRUE(std::filesystem::exists(artifact)) << artifact;
+    artifacts += " --artifact " + artifact;
+  }
+  const std::vector<std::string> free = {"streaming:budget=0.5", "snapkv:budget=0.5", "pyramidkv:budget=0.5",
+                                         "h2o:budget=0.5",       "kivi:bits=2",       "uniform:budget=0.5",
+                                         "heads:sparsity=0.5"};
+  std::string policies;
+  for (const std::string& policy : free) policies += " --policy " + policy;
+  CommandRun eval = run_kvforge("eval --model " + fixture("qwen3") + " --device cpu" + policies + artifacts +
+                                " --tasks passkey --lengths 256 --samples 1 --out " + dir + "/eval");
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  const nlohmann::json report = read_json_file(dir + "/eval/report.json");
+  std::set<std::string> measured;
+  for (const auto& cell : report.at("cells")) measured.insert(cell.at("policy").get<std::string>());
+  for (const std::string& policy : free) EXPECT_TRUE(measured.count(policy)) << policy;
+  for (const auto& [method, arguments] : trainers) {
+    const bool found = std::any_of(measured.begin(), measured.end(),
+                                   [&](const std::string& label) { return label.rfind(method, 0) == 0; });
+    EXPECT_TRUE(found) << method << " has no cell; measured " << report.at("policies");
+  }
 }
 
 TEST(Cli, TrainersOnTwoRanksMatchOneProcess) {
