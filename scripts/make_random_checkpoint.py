@@ -2,7 +2,7 @@
 """Writes a random-weight Hugging Face checkpoint of a real model's shape, for speed and memory runs (speed and
 memory do not depend on the weights' values; no pretrained weights can be fetched here).
 
-Usage: python3 scripts/make_random_checkpoint.py OUT_DIR [--shape llama-3.1-8b] [--tokenizer FILE.json] [--config-only]
+Usage: python3 scripts/make_random_checkpoint.py OUT_DIR [--shape llama-3.1-8b|qwen3-8b] [--tokenizer FILE.json] [--config-only]
 Writes OUT_DIR/config.json, sharded bf16 safetensors with their index, and tokenizer.json (copied from --tokenizer,
 by default the built-in byte tokenizer of models/tiny-base: its ids are valid in any larger vocabulary). Weights are
 drawn on the GPU when there is one: N(0, 0.02) matrices, unit norms. --config-only writes config.json alone, for
@@ -25,6 +25,13 @@ SHAPES = {
         rope_theta=500000.0, rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
                                                high_freq_factor=4.0, original_max_position_embeddings=8192),
         bos_token_id=128000, eos_token_id=128001, torch_dtype="bfloat16"),
+    # Qwen/Qwen3-8B's config.json, as published (per-head q_norm/k_norm, no sliding layers in use).
+    "qwen3-8b": dict(
+        architectures=["Qwen3ForCausalLM"], model_type="qwen3", vocab_size=151936, hidden_size=4096,
+        intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+        max_position_embeddings=40960, rms_norm_eps=1e-6, hidden_act="silu", tie_word_embeddings=False,
+        attention_bias=False, rope_theta=1000000.0, use_sliding_window=False, sliding_window=None,
+        max_window_layers=36, bos_token_id=151643, eos_token_id=151645, torch_dtype="bfloat16"),
 }
 
 SHARD_BYTES = 4 << 30
@@ -49,6 +56,9 @@ def tensor_shapes(config):
             prefix + "mlp.up_proj.weight": (inner, hidden),
             prefix + "mlp.down_proj.weight": (hidden, inner),
         })
+        if config["model_type"] == "qwen3":
+            shapes[prefix + "self_attn.q_norm.weight"] = (head_dim,)
+            shapes[prefix + "self_attn.k_norm.weight"] = (head_dim,)
     return shapes
 
 
