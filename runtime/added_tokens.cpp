@@ -8,11 +8,6 @@
 namespace kvforge::detail {
 namespace {
 
-bool is_unicode_whitespace(char32_t c) {
-  return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
-}
-
 uint64_t edge_key(int32_t node, char byte) {
   return (static_cast<uint64_t>(node) << 8) | static_cast<unsigned char>(byte);
 }

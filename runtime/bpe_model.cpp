@@ -1,5 +1,6 @@
 #include "runtime/bpe_model.h"
 
+#include <algorithm>
 #include <queue>
 #include <utility>
 
@@ -15,8 +16,9 @@ constexpr size_t kMaxCacheEntries = size_t{1} << 18;
 // No neighbour in the symbol list; also the id of a symbol merged into its left neighbour.
 constexpr int32_t kNone = -1;
 
-// HF's BPE::merge_word + Word::merge_all without dropout: chars not in the vocab become unk (fused when
-// fuse_unk) or vanish when there is no unk; then the lowest-ranked adjacent pair merges first, leftmost on ties.
+// HF's BPE::merge_word + Word::merge_all without dropout: chars not in the vocab become their byte tokens (with
+// byte_fallback, when the vocab has all of them), else unk (fused when fuse_unk), else vanish; then the lowest-ranked
+// adjacent pair merges first, leftmost on ties.
 void bpe_merge(const BpeModel& model, std::string_view piece, std::vector<int32_t>& out) {
   struct Symbol {
     int32_t id;
@@ -41,6 +43,11 @@ void bpe_merge(const BpeModel& model, std::string_view piece, std::vector<int32_
       if (unk_pending) push(*model.unk_id);
       unk_pending = false;
       push(found->second);
+    } else if (model.byte_fallback && std::all_of(character.begin(), character.end(), [&model](char byte) {
+                 return model.byte_ids[static_cast<unsigned char>(byte)] != kNone;
+               })) {
+      // As HF: the byte tokens go in without first emitting a pending unk.
+      for (const char byte : character) push(model.byte_ids[static_cast<unsigned char>(byte)]);
     } else if (model.unk_id) {
       if (unk_pending && !model.fuse_unk) push(*model.unk_id);
       unk_pending = true;

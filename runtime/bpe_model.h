@@ -1,7 +1,10 @@
 #pragma once
 // Hugging Face's BPE model without dropout: the vocab, the merge ranks, the merge loop and a cache of merged
-// pieces. Its input is one pre-tokenized piece in the byte-level alphabet. Internal to the tokenizer;
+// pieces. Its input is one pre-tokenized piece, merged char by char (Unicode scalar values): in the byte-level
+// alphabet for byte-level BPE, or text with "▁" for spaces for SentencePiece-style BPE, where byte_fallback spells
+// a char outside the vocab as its UTF-8 bytes, "<0xE6>" "<0x9D>" "<0xB1>". Internal to the tokenizer;
 // tokenizer_json.cpp fills the tables.
+#include <array>
 #include <cstdint>
 #include <mutex>
 #include <optional>
@@ -25,6 +28,9 @@ struct BpeModel {
   std::optional<int32_t> unk_id;
   bool fuse_unk = false;
   bool ignore_merges = false;
+  bool byte_fallback = false;
+  // The id of "<0xXX>" for each byte, -1 where the vocab lacks it; read only with byte_fallback.
+  std::array<int32_t, 256> byte_ids{};
 
   // Appends the ids `piece` merges into (as HF's BPE::tokenize, ignore_merges included). Thread-safe: the only
   // state it changes is the guarded cache.

@@ -127,6 +127,11 @@ size_t find_invalid_utf8(std::string_view text) {
   return size;
 }
 
+bool is_unicode_whitespace(char32_t c) {
+  return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
 char32_t decode_utf8_char(std::string_view text, size_t offset, size_t& length) {
   const auto* data = reinterpret_cast<const unsigned char*>(text.data()) + offset;
   const unsigned char lead = data[0];

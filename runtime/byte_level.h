@@ -33,6 +33,9 @@ void append_utf8(char32_t code_point, std::string& out);
 // U+10FFFF count as invalid, as in Rust's str); text.size() when all of it is valid.
 size_t find_invalid_utf8(std::string_view text);
 
+// Rust's char::is_whitespace (the White_Space property), which HF's stripping uses.
+bool is_unicode_whitespace(char32_t c);
+
 // Decodes the char at `offset` of valid UTF-8 `text`, setting `length` to its byte count.
 char32_t decode_utf8_char(std::string_view text, size_t offset, size_t& length);
 

@@ -1,5 +1,5 @@
 // The public Tokenizer: encode runs HF's pipeline (added tokens, normalizer, pre-tokenizer, BPE, template);
-// decode runs the ByteLevel decoder. The stages live in their own files; tokenizer_json.cpp reads the file.
+// decode runs the decoder. The stages live in their own files; tokenizer_json.cpp reads the file.
 #include "runtime/tokenizer.h"
 
 #include <utility>
@@ -30,16 +30,22 @@ std::vector<int64_t> Tokenizer::encode(const std::string& text, bool add_special
     fail_input(data.source_name, "encode", "text is not valid UTF-8 (byte " + std::to_string(invalid_at) + ")");
   }
   std::vector<Segment> segments{{text, kNoToken}};
+  const char* const text_begin = text.data();
   segments = data.raw_added->split(segments, *data.word_char);
   // As HF: only the text between non-normalized added tokens is normalized, and the normalized added tokens are
   // then found in what it became. Reserved up front, so the segments' views into it stay valid.
   std::vector<std::string> normalized_texts;
+  // Metaspace's "first" scheme needs to know which piece begins the input; normalizing loses that pointer, so the
+  // normalized text that came from the input's start is remembered.
+  const char* normalized_begin = text_begin;
   if (!data.normalizer.empty()) {
     normalized_texts.reserve(segments.size());
     for (Segment& segment : segments) {
       if (segment.added_id != kNoToken) continue;
+      const bool starts_input = segment.text.data() == text_begin;
       normalized_texts.push_back(detail::normalize(segment.text, data.normalizer, data.source_name));
       segment.text = normalized_texts.back();
+      if (starts_input) normalized_begin = segment.text.data();
     }
   }
   segments = data.normalized_added->split(segments, *data.word_char);
@@ -51,7 +57,8 @@ std::vector<int64_t> Tokenizer::encode(const std::string& text, bool add_special
       continue;
     }
     if (segment.text.empty()) continue;  // HF makes no piece of it, so add_prefix_space adds nothing
-    for (const std::string& piece : detail::pre_tokenize(data.pre_tokenizer, segment.text)) {
+    const bool starts_input = segment.text.data() == normalized_begin;
+    for (const std::string& piece : detail::pre_tokenize(data.pre_tokenizer, segment.text, starts_input)) {
       data.model.encode_piece(piece, ids);
     }
   }
@@ -74,12 +81,17 @@ std::vector<int64_t> Tokenizer::encode(const std::string& text, bool add_special
 std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const {
   const TokenizerData& data = *data_;
   std::string bytes;
+  std::vector<std::string> tokens;
   for (const int64_t id : ids) {
     if (id < 0 || id >= vocab_size() || !data.has_token[id]) continue;
     if (skip_special_tokens && data.special[id]) continue;
-    bytes += data.bytes_of_id[id];
+    if (data.decodes_by_id) {
+      bytes += data.bytes_of_id[id];
+    } else {
+      tokens.push_back(data.decoder_token_of_id[id]);
+    }
   }
-  return bytes;
+  return data.decodes_by_id ? bytes : detail::decode_tokens(std::move(tokens), data.decoder);
 }
 
 int64_t Tokenizer::vocab_size() const { return static_cast<int64_t>(data_->token_of_id.size()); }

@@ -1,16 +1,21 @@
 #pragma once
-// Reads a Hugging Face tokenizer.json for byte-level BPE (GPT-2, Llama 3, Qwen2 style) and encodes/decodes
-// exactly as the `tokenizers` library does. Torch-free.
+// Reads a Hugging Face tokenizer.json for byte-level BPE (GPT-2, Llama 3, Qwen2 style) or SentencePiece-style BPE
+// (Llama 2, Mistral v0.x, Mixtral style) and encodes/decodes exactly as the `tokenizers` library does. Torch-free.
 //
 // Supported content (anything else is an InputError naming the field):
-//   model          BPE: vocab, merges ("a b" strings or ["a", "b"] pairs), ignore_merges, unk_token, fuse_unk;
-//                  no byte_fallback, dropout, continuing_subword_prefix or end_of_word_suffix
-//   normalizer     null, NFC, NFD, NFKC, NFKD, Sequence of those (not to non-normalized added tokens)
-//   pre_tokenizer  ByteLevel, Split (Regex or String pattern, any behavior, invert), Digits, Sequence of those;
-//                  the chain must contain a ByteLevel step
+//   model          BPE: vocab, merges ("a b" strings or ["a", "b"] pairs), ignore_merges, unk_token, fuse_unk,
+//                  byte_fallback (a char outside the vocab becomes its UTF-8 bytes as "<0xXX>" tokens); no dropout,
+//                  continuing_subword_prefix or end_of_word_suffix. Other model types (Unigram, WordPiece,
+//                  WordLevel) are rejected by name.
+//   normalizer     null, NFC, NFD, NFKC, NFKD, Prepend, Replace (String or Regex pattern), Strip, Sequence of those
+//                  (not applied to non-normalized added tokens)
+//   pre_tokenizer  null, ByteLevel, Metaspace (replacement, prepend_scheme always/first/never or the older
+//                  add_prefix_space, split), Split (Regex or String pattern, any behavior, invert), Digits, Sequence
+//                  of those
 //   added_tokens   matched first, leftmost-longest, honouring lstrip, rstrip, single_word and normalized
 //   post_processor null, ByteLevel, TemplateProcessing (its "single" template), Sequence of those
-//   decoder        ByteLevel
+//   decoder        null (tokens joined by spaces), ByteLevel, Metaspace, Replace (String or Regex pattern),
+//                  ByteFallback, Fuse, Strip (content, start, stop), Sequence of those
 //   truncation, padding  null (kvforge neither truncates nor pads in the tokenizer)
 #include <cstdint>
 #include <memory>
@@ -35,9 +40,10 @@ class Tokenizer {
   // Throws InputError when `text` is not valid UTF-8 (HF tokenizers takes only valid UTF-8 too).
   // add_special_tokens applies the post_processor template (e.g. Llama 3's BOS).
   std::vector<int64_t> encode(const std::string& text, bool add_special_tokens = true) const;
-  // Ids that name no token are skipped, as HF does. Where the ids cut a multi-byte char, the bytes are kept as
-  // they are (HF would put U+FFFD there), so decoding a stream piece by piece and joining the pieces gives the
-  // same bytes as decoding it whole.
+  // Ids that name no token are skipped, as HF does. Where the ids cut a multi-byte char (ByteLevel chars or
+  // ByteFallback "<0xXX>" tokens), the bytes are kept as they are (HF would put U+FFFD there), so decoding a stream
+  // piece by piece and joining the pieces gives the same bytes as decoding it whole (up to decoders that look at
+  // the first token, Strip and Metaspace, which act on each piece's first token).
   std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens = false) const;
 
   int64_t vocab_size() const;  // max id + 1 over vocab and added tokens

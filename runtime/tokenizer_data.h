@@ -11,6 +11,7 @@
 
 #include "runtime/added_tokens.h"
 #include "runtime/bpe_model.h"
+#include "runtime/decoder.h"
 #include "runtime/normalizer.h"
 #include "runtime/pre_tokenizer.h"
 #include "runtime/tokenizer_regex.h"
@@ -26,8 +27,8 @@ struct TemplatePiece {
 struct TokenizerData {
   std::string source_name;
   BpeModel model;
-  std::vector<NormalForm> normalizer;  // empty: none
-  std::vector<PreTokenizeStep> pre_tokenizer;
+  std::vector<NormalizeStep> normalizer;       // empty: none
+  std::vector<PreTokenizeStep> pre_tokenizer;  // empty: none (each text between added tokens is one piece)
   // Non-normalized tokens match on the raw text, then normalized ones on the normalized rest (HF's order).
   std::optional<AddedTokenMatcher> raw_added;
   std::optional<AddedTokenMatcher> normalized_added;
@@ -39,7 +40,14 @@ struct TokenizerData {
   std::vector<std::string> token_of_id;                // "" where no token has the id (has_token tells)
   std::vector<uint8_t> has_token;
   std::vector<uint8_t> special;
-  std::vector<std::string> bytes_of_id;  // what the ByteLevel decoder turns each token into
+
+  Decoder decoder;
+  // The decoder is a lone ByteLevel, so each id decodes on its own: to bytes_of_id[id]. Otherwise the decoder
+  // runs over decoder_token_of_id[id] for the ids (HF's token strings; the normalized content of a normalized
+  // added token the normalizer changed). Only the one in use is filled.
+  bool decodes_by_id = false;
+  std::vector<std::string> bytes_of_id;
+  std::vector<std::string> decoder_token_of_id;
 };
 
 // Reads tokenizer.json text; malformed, bad or unsupported content throws InputError naming `source_name` and

@@ -1,6 +1,8 @@
 // Reading and validating a Hugging Face tokenizer.json into TokenizerData, and writing the byte tokenizer's.
-// Every rejection names the JSON field, e.g. "model.merges[12]"; what is supported is listed in tokenizer.h.
+// Every rejection names the JSON field, e.g. "model.merges[12]"; what is supported is listed in tokenizer.h. The
+// normalizer, pre-tokenizer and decoder chains are read in tokenizer_json_steps.cpp.
 #include <algorithm>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <unordered_map>
@@ -11,71 +13,12 @@
 #include "runtime/json_file.h"
 #include "runtime/tokenizer.h"
 #include "runtime/tokenizer_data.h"
+#include "runtime/tokenizer_json_fields.h"
+#include "runtime/tokenizer_json_steps.h"
 
 namespace kvforge {
 namespace detail {
 namespace {
-
-using Json = nlohmann::json;
-
-// Ids index dense tables, so a hostile file must not make them huge; real vocabularies stay far below.
-constexpr int64_t kMaxTokenId = int64_t{1} << 21;
-// Sequences inside Sequences; real files nest one level, a hostile one must not exhaust the stack.
-constexpr int kMaxNesting = 8;
-
-std::string json_quoted(const std::string& text) { return Json(text).dump(); }
-
-// ---- JSON access that names the field on failure --------------------------------------------------------
-
-struct Source {
-  std::string name;
-  [[noreturn]] void fail(const std::string& field, const std::string& problem) const {
-    fail_input(name, field, problem);
-  }
-};
-
-const Json* find_key(const Json& object, const char* key) {
-  const auto it = object.find(key);
-  return it == object.end() ? nullptr : &*it;
-}
-
-const Json& require_object(const Json& value, const std::string& field, const Source& source) {
-  if (!value.is_object()) source.fail(field, std::string("expected an object, got ") + value.type_name());
-  return value;
-}
-
-const Json& require_key(const Json& object, const char* key, const std::string& field, const Source& source) {
-  const Json* value = find_key(object, key);
-  if (value == nullptr) source.fail(field + "." + key, "is missing");
-  return *value;
-}
-
-std::string read_string(const Json& value, const std::string& field, const Source& source) {
-  if (!value.is_string()) source.fail(field, std::string("expected a string, got ") + value.type_name());
-  return value.get<std::string>();
-}
-
-bool read_bool(const Json& object, const char* key, bool fallback, const std::string& field, const Source& source) {
-  const Json* value = find_key(object, key);
-  if (value == nullptr || value->is_null()) return fallback;
-  if (!value->is_boolean())
-    source.fail(field + "." + key, std::string("expected true or false, got ") + value->type_name());
-  return value->get<bool>();
-}
-
-int32_t read_id(const Json& value, const std::string& field, const Source& source) {
-  if (!value.is_number_integer()) source.fail(field, std::string("expected an integer id, got ") + value.type_name());
-  const int64_t id = value.get<int64_t>();
-  if (id < 0 || id >= kMaxTokenId) {
-    source.fail(field, "id " + std::to_string(id) + " is outside [0, " + std::to_string(kMaxTokenId) + ")");
-  }
-  return static_cast<int32_t>(id);
-}
-
-std::string read_type(const Json& object, const std::string& field, const Source& source) {
-  return read_string(require_key(require_object(object, field, source), "type", field, source), field + ".type",
-                     source);
-}
 
 // ---- The sections of tokenizer.json ------------------------------------------------------------------
 
@@ -84,10 +27,11 @@ void read_model(const Json& json, const Source& source, TokenizerData& data) {
   require_object(json, field, source);
   if (const Json* type = find_key(json, "type")) {  // HF also accepts a BPE model without "type"
     const std::string name = read_string(*type, "model.type", source);
-    if (name != "BPE") source.fail("model.type", json_quoted(name) + " is not supported; only \"BPE\" is");
-  }
-  if (read_bool(json, "byte_fallback", false, field, source)) {
-    source.fail("model.byte_fallback", "true is not supported (byte-level BPE has every byte in its vocab)");
+    if (name != "BPE") {
+      source.fail("model.type", json_quoted(name) +
+                                    " is not supported; the only supported model type is \"BPE\" (not Unigram, "
+                                    "WordPiece or WordLevel)");
+    }
   }
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     const Json* value = find_key(json, key);
@@ -102,6 +46,7 @@ void read_model(const Json& json, const Source& source, TokenizerData& data) {
   BpeModel& model = data.model;
   model.fuse_unk = read_bool(json, "fuse_unk", false, field, source);
   model.ignore_merges = read_bool(json, "ignore_merges", false, field, source);
+  model.byte_fallback = read_bool(json, "byte_fallback", false, field, source);
 
   const Json& vocab = require_object(require_key(json, "vocab", field, source), "model.vocab", source);
   for (const auto& [token, id_json] : vocab.items()) {
@@ -117,6 +62,14 @@ void read_model(const Json& json, const Source& source, TokenizerData& data) {
     data.token_of_id[id] = token;
     data.has_token[id] = 1;
     model.vocab.emplace(token, id);
+  }
+
+  model.byte_ids.fill(-1);
+  for (int byte = 0; byte < 256; ++byte) {
+    char name[8];
+    std::snprintf(name, sizeof name, "<0x%02X>", byte);  // HF's spelling: upper-case hex digits
+    const auto found = model.vocab.find(name);
+    if (found != model.vocab.end()) model.byte_ids[byte] = found->second;
   }
 
   if (const Json* unk = find_key(json, "unk_token"); unk != nullptr && !unk->is_null()) {
@@ -159,84 +112,6 @@ void read_model(const Json& json, const Source& source, TokenizerData& data) {
     }
     // A repeated merge takes its later rank, as in HF (the later map insert wins).
     model.merges.insert_or_assign(pair_key(ids[0], ids[1]), BpeModel::Merge{static_cast<int32_t>(rank), ids[2]});
-  }
-}
-
-SplitBehavior read_behavior(const Json& step, const std::string& field, const Source& source) {
-  const std::string name = read_string(require_key(step, "behavior", field, source), field + ".behavior", source);
-  if (name == "Removed") return SplitBehavior::kRemoved;
-  if (name == "Isolated") return SplitBehavior::kIsolated;
-  if (name == "MergedWithPrevious") return SplitBehavior::kMergedWithPrevious;
-  if (name == "MergedWithNext") return SplitBehavior::kMergedWithNext;
-  if (name == "Contiguous") return SplitBehavior::kContiguous;
-  source.fail(field + ".behavior", json_quoted(name) +
-                                       " is not one of Removed, Isolated, MergedWithPrevious, "
-                                       "MergedWithNext, Contiguous");
-}
-
-void read_pre_tokenizer(const Json& json, const std::string& field, const Source& source,
-                        std::vector<PreTokenizeStep>& steps, int depth = 0) {
-  if (depth > kMaxNesting) source.fail(field, "Sequences nest deeper than " + std::to_string(kMaxNesting));
-  const std::string type = read_type(json, field, source);
-  PreTokenizeStep step;
-  if (type == "Sequence") {
-    const Json& list = require_key(json, "pretokenizers", field, source);
-    if (!list.is_array()) source.fail(field + ".pretokenizers", "expected an array");
-    for (size_t i = 0; i < list.size(); ++i) {
-      read_pre_tokenizer(list[i], field + ".pretokenizers[" + std::to_string(i) + "]", source, steps, depth + 1);
-    }
-    return;
-  }
-  if (type == "ByteLevel") {
-    step.kind = PreTokenizeStep::Kind::kByteLevel;
-    // Defaults are HF's ByteLevel::default().
-    step.add_prefix_space = read_bool(json, "add_prefix_space", true, field, source);
-    if (read_bool(json, "use_regex", true, field, source)) step.regex.emplace(kGpt2SplitPattern, source.name, field);
-  } else if (type == "Split") {
-    const std::string pattern_field = field + ".pattern";
-    const Json& pattern = require_object(require_key(json, "pattern", field, source), pattern_field, source);
-    if (const Json* regex = find_key(pattern, "Regex")) {
-      step.regex.emplace(read_string(*regex, pattern_field + ".Regex", source), source.name, pattern_field + ".Regex");
-    } else if (const Json* literal = find_key(pattern, "String")) {
-      step.literal = read_string(*literal, pattern_field + ".String", source);
-    } else {
-      source.fail(pattern_field, "expected {\"Regex\": ...} or {\"String\": ...}");
-    }
-    step.behavior = read_behavior(json, field, source);
-    step.invert = read_bool(json, "invert", false, field, source);
-  } else if (type == "Digits") {
-    const bool individual = read_bool(json, "individual_digits", false, field, source);
-    // Rust's char::is_numeric is the N category; one match per char, merged when not individual.
-    step.regex.emplace(individual ? R"(\p{N})" : R"(\p{N}+)", source.name, field);
-  } else {
-    source.fail(field + ".type",
-                json_quoted(type) + " is not supported; supported: ByteLevel, Split, Digits, Sequence");
-  }
-  steps.push_back(std::move(step));
-}
-
-void read_normalizer(const Json& json, const std::string& field, const Source& source, std::vector<NormalForm>& forms,
-                     int depth = 0) {
-  if (depth > kMaxNesting) source.fail(field, "Sequences nest deeper than " + std::to_string(kMaxNesting));
-  const std::string type = read_type(json, field, source);
-  if (type == "Sequence") {
-    const Json& list = require_key(json, "normalizers", field, source);
-    if (!list.is_array()) source.fail(field + ".normalizers", "expected an array");
-    for (size_t i = 0; i < list.size(); ++i) {
-      read_normalizer(list[i], field + ".normalizers[" + std::to_string(i) + "]", source, forms, depth + 1);
-    }
-    return;
-  }
-  if (type == "NFC") {
-    forms.push_back(NormalForm::kNfc);
-  } else if (type == "NFD") {
-    forms.push_back(NormalForm::kNfd);
-  } else if (type == "NFKC") {
-    forms.push_back(NormalForm::kNfkc);
-  } else if (type == "NFKD") {
-    forms.push_back(NormalForm::kNfkd);
-  } else {
-    source.fail(field + ".type", json_quoted(type) + " is not supported; supported: NFC, NFD, NFKC, NFKD, Sequence");
   }
 }
 
@@ -374,40 +249,38 @@ std::shared_ptr<const TokenizerData> read_tokenizer(const Json& root, const Sour
   const std::unordered_map<int32_t, std::string> changed_by_normalizer =
       read_added_tokens(added != nullptr && !added->is_null() ? *added : Json::array(), source, *data);
 
-  const Json* pre_tokenizer = find_key(root, "pre_tokenizer");
-  if (pre_tokenizer == nullptr || pre_tokenizer->is_null()) {
-    source.fail("pre_tokenizer", "is null; byte-level BPE needs a ByteLevel pre-tokenizer (alone or in a Sequence)");
-  }
-  read_pre_tokenizer(*pre_tokenizer, "pre_tokenizer", source, data->pre_tokenizer);
-  const auto byte_level_steps =
-      std::count_if(data->pre_tokenizer.begin(), data->pre_tokenizer.end(),
-                    [](const auto& step) { return step.kind == PreTokenizeStep::Kind::kByteLevel; });
-  if (byte_level_steps != 1) {
-    source.fail("pre_tokenizer",
-                "has " + std::to_string(byte_level_steps) + " ByteLevel steps; byte-level BPE needs exactly one");
+  // SentencePiece-style files (Llama 2) have none: the normalizer already turned spaces into "▁".
+  if (const Json* pre_tokenizer = find_key(root, "pre_tokenizer");
+      pre_tokenizer != nullptr && !pre_tokenizer->is_null()) {
+    read_pre_tokenizer(*pre_tokenizer, "pre_tokenizer", source, data->pre_tokenizer);
   }
 
   if (const Json* post = find_key(root, "post_processor"); post != nullptr && !post->is_null()) {
     read_post_processor(*post, "post_processor", source, *data);
   }
 
-  const Json* decoder = find_key(root, "decoder");
-  if (decoder == nullptr || decoder->is_null())
-    source.fail("decoder", "is null; only a ByteLevel decoder is supported");
-  const std::string decoder_type = read_type(*decoder, "decoder", source);
-  if (decoder_type != "ByteLevel")
-    source.fail("decoder.type", json_quoted(decoder_type) + " is not supported; only \"ByteLevel\" is");
+  if (const Json* decoder = find_key(root, "decoder"); decoder != nullptr && !decoder->is_null()) {
+    data->decoder.present = true;
+    read_decoder(*decoder, "decoder", source, data->decoder.steps);
+  }
+  // A lone ByteLevel decoder maps each token to its bytes regardless of its neighbours, so decode can look them up.
+  data->decodes_by_id = data->decoder.present && data->decoder.steps.size() == 1 &&
+                        data->decoder.steps[0].kind == DecodeStep::Kind::kByteLevel;
 
   data->word_char.emplace(kRustWordChar, source.name, "added_tokens");
   data->special.resize(data->token_of_id.size(), 0);
-  data->bytes_of_id.resize(data->token_of_id.size());
+  (data->decodes_by_id ? data->bytes_of_id : data->decoder_token_of_id).resize(data->token_of_id.size());
   for (size_t id = 0; id < data->token_of_id.size(); ++id) {
     // HF (0.23) decodes an added token that the normalizer changed from its normalized content, even where that
     // gives odd bytes (NFC turns U+212B into U+00C5, which the ByteLevel decoder reads as the byte 0xC5).
     const auto changed = changed_by_normalizer.find(static_cast<int32_t>(id));
     const std::string& token = changed != changed_by_normalizer.end() ? changed->second : data->token_of_id[id];
-    // HF's ByteLevel decoder keeps a token whole when any of its chars is outside the alphabet.
-    data->bytes_of_id[id] = byte_level_to_bytes(token).value_or(token);
+    if (data->decodes_by_id) {
+      // HF's ByteLevel decoder keeps a token whole when any of its chars is outside the alphabet.
+      data->bytes_of_id[id] = byte_level_to_bytes(token).value_or(token);
+    } else {
+      data->decoder_token_of_id[id] = token;
+    }
   }
   return data;
 }

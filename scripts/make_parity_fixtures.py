@@ -9,15 +9,17 @@ Writes OUT_DIR/fixtures.tar.gz holding (only the named fixtures when NAMEs are g
   tokenizer-gpt2/, tokenizer-llama3/        byte-level BPE tokenizer.json trained with `tokenizers`
   <tokenizer>/encodings.json                 [{"text", "ids", "decoded"}] for a few hundred strings
 Every weight (norms and biases too) is drawn at random, so a wrong bias, norm or RoPE changes the logits.
+The SentencePiece-style tokenizer fixtures (tokenizer-llama2/, tokenizer-mistral/) come from
+scripts/make_tokenizer_fixtures.py instead, which needs only `tokenizers`; test_strings() lives there.
 """
 import json
 import os
-import random
 import sys
 import tarfile
 import tempfile
 
 import torch
+from make_tokenizer_fixtures import test_strings
 from reference_logits import write_reference
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
@@ -95,19 +97,6 @@ def corpus():
                 texts.append(open(os.path.join(d, f), encoding="utf-8").read())
     texts += ["Ünïcödé façade naïve café 東京 中文字符 Привет мир 😀🚀 ﬁ ½ Ελληνικά العربية"] * 50
     return texts
-
-
-def test_strings():
-    rng = random.Random(7)
-    pieces = ["hello", "world", " ", "  ", "\n", "\n\n", "\t", "\r\n", "   \n  ", "1234567", "3.14159", "2026",
-              "don't", "I'LL", "we've", "café", "naïve", "東京", "中文字符", "Привет", "😀", "🚀🚀", "e\u0301",
-              "<|endoftext|>", "<|pad|>", "!!!", "...", "(x)", "{\"a\": 1}", "def f(x):", "    return x",
-              "ﬁ", "½", "ℌ", "\u00a0", "\u200b", "ABCDEFG", "x" * 40, "0" * 13, "#$%&", "a-b_c", "'s"]
-    out = ["", " ", "a", "hello world", "The pass key is 71432. Remember it.", "<|endoftext|>hi<|endoftext|>"]
-    while len(out) < 300:
-        out.append("".join(rng.choice(pieces) + (" " if rng.random() < 0.5 else "")
-                           for _ in range(rng.randint(1, 12))))
-    return out
 
 
 def make_tokenizer(root, name):

@@ -107,14 +107,17 @@ TEST(CliEdges, GeneratePrintsIdsAndLogitsAsJsonMatchingTransformers) {
 // kvforge tokenize prints what Hugging Face `tokenizers` gives for the committed fixture strings (encodings.json was
 // written by it), and decodes the ids back; a file's whole text encodes as the same text passed inline.
 TEST(CliEdges, TokenizeMatchesTheTokenizersLibraryAndDecodesBack) {
-  for (const char* folder : {"tokenizer-gpt2", "tokenizer-llama3"}) {
+  for (const char* folder : {"tokenizer-gpt2", "tokenizer-llama3", "tokenizer-llama2", "tokenizer-mistral"}) {
     const std::string tokenizer = fixture(std::string(folder) + "/tokenizer.json");
     std::vector<nlohmann::json> cases;
     std::string texts, decodes;  // one command for every text, one for every id list
     for (const nlohmann::json& entry : read_json_file(fixture(std::string(folder) + "/encodings.json"))) {
       const std::string text = entry.at("text");
       // Shell-safe strings only (the command line goes through sh); the tokenizer tests cover the rest in process.
-      if (text.empty() || text.find_first_of("'\\\n\r\t") != std::string::npos) continue;
+      // No NUL (argv cannot hold it) and no leading '-' (it would read as an option).
+      if (text.empty() || text.find_first_of("'\\\n\r\t") != std::string::npos ||
+          text.find('\0') != std::string::npos || text[0] == '-')
+        continue;
       cases.push_back(entry);
       texts += " --text '" + text + "'";
       std::string ids;

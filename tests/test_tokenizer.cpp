@@ -493,9 +493,9 @@ TEST(BadTokenizerJson, OtherUnsupportedContentNamesTheField) {
   EXPECT_INPUT_ERROR(Tokenizer::from_json_text(bad_regex.dump(), "re.json"), "re.json",
                      "pre_tokenizer.pretokenizers[0].pattern.Regex", "does not compile");
 
-  Json fallback = gpt2_json();
-  fallback["model"]["byte_fallback"] = true;
-  EXPECT_INPUT_ERROR(Tokenizer::from_json_text(fallback.dump(), "fb.json"), "model.byte_fallback");
+  Json dropout = gpt2_json();
+  dropout["model"]["dropout"] = 0.1;
+  EXPECT_INPUT_ERROR(Tokenizer::from_json_text(dropout.dump(), "drop.json"), "model.dropout");
 
   Json bad_id = gpt2_json();
   bad_id["model"]["vocab"]["a"] = "seven";
