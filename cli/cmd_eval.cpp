@@ -11,7 +11,7 @@
 #include "cli/ranks.h"
 #include "cli/recipe.h"
 #include "eval/harness.h"
-#include "policies/heads.h"
+#include "policies/peer_artifacts.h"
 #include "runtime/file_system.h"
 #include "runtime/input_error.h"
 
@@ -114,10 +114,12 @@ void run_eval_command(const EvalArgs& args) {
     const size_t colon = entry.rfind(':');
     const bool has_selection = colon != std::string::npos && entry.find('=', colon) != std::string::npos;
     const std::string path = has_selection ? entry.substr(0, colon) : entry;
-    // A DuoAttention full_attention_heads.tsv carries no fingerprint: its shape is checked against the model.
-    const bool tsv = path.size() > 4 && path.compare(path.size() - 4, 4, ".tsv") == 0;
-    auto artifact = std::make_shared<const Artifact>(tsv ? read_gates_tsv(path, loaded.config) : read_artifact(path));
-    if (!tsv) check_artifact_matches(*artifact, loaded.config, loaded.dir);
+    // A peer's file (DuoAttention's or RLKV's TSV, PrefixKV's budget JSON) carries no fingerprint: its shape is
+    // checked against the model as it is read.
+    const bool peer = is_peer_artifact(path);
+    auto artifact =
+        std::make_shared<const Artifact>(peer ? read_peer_artifact(path, loaded.config) : read_artifact(path));
+    if (!peer) check_artifact_matches(*artifact, loaded.config, loaded.dir);
     for (PolicySpec& spec : policies_from_artifact(artifact, has_selection ? entry.substr(colon + 1) : "")) {
       for (const PolicySpec& other : options.policies)
         if (other.label == spec.label) spec.label += " (" + path + ")";  // two artifacts, same settings

@@ -1,10 +1,13 @@
-// kvforge export: an artifact in another tool's format. Today: a head artifact (rlkv, duo) as DuoAttention's
-// full_attention_heads.tsv, which kvpress and LServe read.
+// kvforge export: an artifact in another tool's own file (see policies/peer_artifacts.h): a head artifact (rlkv,
+// duo) as DuoAttention's full_attention_heads.tsv (which kvpress and LServe read too) or RLKV's adapter_weights.tsv,
+// a PrefixKV calibration as PrefixKV's per-ratio budget files.
 #include <iostream>
 
 #include "checkpoints/artifact.h"
 #include "cli/commands.h"
 #include "policies/heads.h"
+#include "policies/peer_artifacts.h"
+#include "policies/prefixkv.h"
 #include "runtime/file_system.h"
 #include "runtime/input_error.h"
 
@@ -12,20 +15,39 @@ namespace kvforge {
 namespace {
 
 struct ExportArgs {
-  std::string artifact, format = "duo-tsv", out;
+  std::string artifact, format = "duo-tsv", out, name;
 };
 
-void run_export_command(const ExportArgs& args) {
-  if (args.format != "duo-tsv") fail_input("--format", args.format, "expected duo-tsv");
-  const std::string out = args.out.empty() ? "full_attention_heads.tsv" : args.out;
+void export_gates(const ExportArgs& args, const Artifact& artifact, const std::string& default_name) {
+  const std::string out = args.out.empty() ? default_name : args.out;
   check_output_file(out, "command line", "--out");
-  const Artifact artifact = read_artifact(args.artifact);
   if (artifact.method != kRlkvMethod && artifact.method != kDuoMethod)
     fail_input(args.artifact, "__metadata__.kvforge.method",
-               "duo-tsv holds KV-head gates; expected an rlkv or duo artifact, got '" + artifact.method + "'");
+               args.format + " holds KV-head gates; expected an rlkv or duo artifact, got '" + artifact.method + "'");
   const at::Tensor& gates = artifact.tensors.at("gates");
   write_text_atomically(out, gates_to_tsv(gates));
   std::cout << out << ": " << gates.size(0) << " layers × " << gates.size(1) << " KV heads\n";
+}
+
+void export_prefixkv(const ExportArgs& args, const Artifact& artifact) {
+  if (artifact.method != kPrefixKvMethod)
+    fail_input(args.artifact, "__metadata__.kvforge.method",
+               "prefixkv-json holds per-layer budgets; expected a prefixkv artifact, got '" + artifact.method + "'");
+  const std::string folder = args.out.empty() ? "confs" : args.out;
+  make_output_folder(folder, "command line", "--out");
+  for (const auto& [name, text] : prefixkv_budget_files(artifact, args.name.empty() ? artifact.model.model_type
+                                                                                    : args.name)) {
+    write_text_atomically(folder + "/" + name, text + "\n");
+    std::cout << folder << "/" << name << ": " << artifact.model.num_layers << " layers\n";
+  }
+}
+
+void run_export_command(const ExportArgs& args) {
+  if (args.format != "duo-tsv" && args.format != "rlkv-tsv" && args.format != "prefixkv-json")
+    fail_input("command line", "--format", "expected duo-tsv, rlkv-tsv or prefixkv-json, got '" + args.format + "'");
+  const Artifact artifact = read_artifact(args.artifact);
+  if (args.format == "prefixkv-json") return export_prefixkv(args, artifact);
+  export_gates(args, artifact, args.format == "duo-tsv" ? "full_attention_heads.tsv" : "adapter_weights.tsv");
 }
 
 }  // namespace
@@ -34,8 +56,13 @@ void add_export_command(CLI::App& app) {
   auto args = std::make_shared<ExportArgs>();
   CLI::App* command = app.add_subcommand("export", "Write an artifact in another tool's format");
   command->add_option("artifact", args->artifact, "artifact file from kvforge train")->required();
-  command->add_option("--format", args->format, "duo-tsv: DuoAttention's full_attention_heads.tsv");
-  command->add_option("--out", args->out, "output file (default full_attention_heads.tsv)");
+  command->add_option("--format", args->format,
+                      "duo-tsv: DuoAttention's full_attention_heads.tsv; rlkv-tsv: RLKV's adapter_weights.tsv; "
+                      "prefixkv-json: PrefixKV's prefixkv_<name>_<ratio>.json, one per calibrated budget");
+  command->add_option("--out", args->out,
+                      "output file (default full_attention_heads.tsv / adapter_weights.tsv), or folder for "
+                      "prefixkv-json (default confs)");
+  command->add_option("--name", args->name, "prefixkv-json: the model name in the file names (default: model_type)");
   command->callback([args] { run_export_command(*args); });
 }
 

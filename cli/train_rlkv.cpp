@@ -16,6 +16,7 @@
 #include "cli/trainer_recipe.h"
 #include "eval/report.h"
 #include "policies/heads.h"
+#include "policies/peer_artifacts.h"
 #include "runtime/file_system.h"
 #include "runtime/input_error.h"
 #include "runtime/model_loader.h"

@@ -2,10 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <numeric>
 #include <random>
-#include <sstream>
 
 #include "runtime/input_error.h"
 
@@ -62,54 +60,6 @@ CachePlan plan_random_heads(const PolicySpec& spec, const ModelConfig& config, i
       streaming[order[i] / heads][order[i] % heads] = true;
   }
   return mixed_plan(spec, streaming);
-}
-
-std::string gates_to_tsv(const at::Tensor& gates) {
-  at::Tensor values = gates.to(at::kDouble).contiguous();
-  std::ostringstream out;
-  out.precision(9);
-  for (int64_t layer = 0; layer < values.size(0); ++layer) {
-    for (int64_t head = 0; head < values.size(1); ++head)
-      out << (head ? "\t" : "") << values[layer][head].item<double>();
-    out << "\n";
-  }
-  return out.str();
-}
-
-Artifact read_gates_tsv(const std::string& path, const ModelConfig& config) {
-  std::ifstream file(path);
-  if (!file) fail_input(path, "file", "cannot be read");
-  std::vector<double> values;
-  int64_t rows = 0;
-  for (std::string line; std::getline(file, line);) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    ++rows;
-    std::istringstream cells(line);
-    int64_t count = 0;
-    for (std::string cell; std::getline(cells, cell, '\t');) {
-      try {
-        size_t used = 0;
-        values.push_back(std::stod(cell, &used));
-        if (cell.find_first_not_of(" \r", used) != std::string::npos) throw std::invalid_argument(cell);
-      } catch (const std::exception&) {
-        fail_input(path, "line " + std::to_string(rows), "expected tab-separated numbers, got '" + cell + "'");
-      }
-      ++count;
-    }
-    if (count != config.num_kv_heads)
-      fail_input(path, "line " + std::to_string(rows),
-                 "expected " + std::to_string(config.num_kv_heads) + " gates (the model's KV heads), got " +
-                     std::to_string(count));
-  }
-  if (rows != config.num_layers)
-    fail_input(path, "rows",
-               "expected " + std::to_string(config.num_layers) + " (the model's layers), got " + std::to_string(rows));
-  Artifact artifact;
-  artifact.path = path;
-  artifact.method = kDuoMethod;
-  artifact.model = ModelFingerprint::of(config);
-  artifact.tensors["gates"] = at::tensor(values, at::kDouble).view({rows, config.num_kv_heads}).to(at::kFloat);
-  return artifact;
 }
 
 }  // namespace kvforge

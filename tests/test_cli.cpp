@@ -184,6 +184,22 @@ TEST(Cli, TrainPrefixKvThenEvaluateItsArtifact) {
     EXPECT_GT(cell.at("answer_perplexity").get<double>(), 1.0);
     if (cell.at("policy") != "full") EXPECT_NEAR(cell.at("kv_ratio").get<double>(), 0.3, 0.06);
   }
+  // PrefixKV's own files, one per budget named by the ratio evicted, read back through --artifact.
+  CommandRun confs = run_kvforge("export " + dir + "/pk/prefixkv.safetensors --format prefixkv-json --name tiny --out " +
+                                 dir + "/confs");
+  ASSERT_EQ(confs.exit_code, 0) << confs.output;
+  for (const char* ratio : {"0.8", "0.7", "0.5"})
+    EXPECT_TRUE(std::filesystem::exists(dir + "/confs/prefixkv_tiny_" + ratio + ".json")) << ratio;
+  CommandRun peer = run_kvforge("eval --model " + fixture("../../models/tiny-base") + " --device cpu --artifact " +
+                                dir + "/confs/prefixkv_tiny_0.7.json --tasks passkey --lengths 256 --samples 2 --out " +
+                                dir + "/eval-confs");
+  ASSERT_EQ(peer.exit_code, 0) << peer.output;
+  const nlohmann::json peer_report = read_json_file(dir + "/eval-confs/report.json");
+  EXPECT_EQ(peer_report.at("policies"), nlohmann::json({"full", "prefixkv:budget=0.3"}));
+  for (const auto& cell : peer_report.at("cells"))
+    for (const auto& own : report.at("cells"))
+      if (cell.at("policy") == "prefixkv:budget=0.3" && own.at("policy") == "prefixkv:budget=0.3")
+        EXPECT_EQ(cell.at("kv_ratio"), own.at("kv_ratio")) << "the same budgets as the artifact they came from";
 
   expect_one_line_error(run_kvforge("train model=" + fixture("../../models/tiny-base")), {"method", "recipe"});
   expect_one_line_error(run_kvforge("train method=mamba"), {"method", "prefixkv", "'mamba'"});
@@ -226,6 +242,13 @@ TEST(Cli, TrainRlkvResumeExportAndEvaluate) {
   CommandRun exported =
       run_kvforge("export " + dir + "/straight/rlkv.safetensors --format duo-tsv --out " + dir + "/heads.tsv");
   ASSERT_EQ(exported.exit_code, 0) << exported.output;
+  // RLKV's own file name, the same np.savetxt rows.
+  std::filesystem::create_directories(dir + "/rlkv-run");
+  ASSERT_EQ(run_kvforge("export " + dir + "/straight/rlkv.safetensors --format rlkv-tsv --out " + dir +
+                        "/rlkv-run/adapter_weights.tsv")
+                .exit_code,
+            0);
+  EXPECT_EQ(testing::read_file(dir + "/rlkv-run/adapter_weights.tsv"), testing::read_file(dir + "/heads.tsv"));
   CommandRun eval = run_kvforge("eval --model " + fixture("../../models/tiny-base") + " --device cpu --artifact " +
                                 dir + "/straight/rlkv.safetensors:sparsity=0.5 --artifact " + dir +
                                 "/heads.tsv:sparsity=0.5 --policy heads:sparsity=0.5 --tasks passkey --lengths 256"
@@ -253,7 +276,9 @@ TEST(Cli, TrainRlkvResumeExportAndEvaluate) {
   expect_one_line_error(run_kvforge("export " + dir + "/budgets.safetensors --format duo-tsv"),
                         {"rlkv or duo", "prefixkv"});
   expect_one_line_error(run_kvforge("export " + dir + "/straight/rlkv.safetensors --format csv"),
-                        {"--format", "duo-tsv"});
+                        {"--format", "duo-tsv, rlkv-tsv or prefixkv-json"});
+  expect_one_line_error(run_kvforge("export " + dir + "/straight/rlkv.safetensors --format prefixkv-json"),
+                        {"prefixkv artifact", "rlkv"});
 }
 
 TEST(Cli, TrainCskvResumeAndEvaluate) {

@@ -199,23 +199,6 @@ TEST(HeadPolicies, RandomAndPerLayerSplitsAndArtifactsPlanMixedHeads) {
   EXPECT_INPUT_ERROR(policies_from_artifact(std::make_shared<const Artifact>(misshapen)), "gates", "[3, 2]");
 }
 
-TEST(GatesTsv, RoundTripsAndRejectsTheWrongShape) {
-  const ModelConfig& config = testing::tiny_base_model().config;
-  const std::string dir = testing::make_temp_dir("tsv");
-  at::manual_seed(8);
-  const at::Tensor gates = at::rand({3, 2}, at::kFloat) - 0.004;  // raw values may dip below 0
-  testing::write_file(dir + "/heads.tsv", gates_to_tsv(gates));
-  const Artifact read = read_gates_tsv(dir + "/heads.tsv", config);
-  EXPECT_EQ(read.method, kDuoMethod);
-  EXPECT_TRUE(at::allclose(read.tensors.at("gates"), gates, 0, 1e-7));
-  testing::write_file(dir + "/short.tsv", "1\t0\n0.5\t0.5\n");
-  EXPECT_INPUT_ERROR(read_gates_tsv(dir + "/short.tsv", config), "short.tsv", "rows", "3");
-  testing::write_file(dir + "/wide.tsv", "1\t0\t1\n0.5\t0.5\n1\t1\n");
-  EXPECT_INPUT_ERROR(read_gates_tsv(dir + "/wide.tsv", config), "wide.tsv", "line 1", "2 gates");
-  testing::write_file(dir + "/text.tsv", "1\tx\n0.5\t0.5\n1\t1\n");
-  EXPECT_INPUT_ERROR(read_gates_tsv(dir + "/text.tsv", config), "line 1", "'x'");
-}
-
 // One GRPO micro-batch on the tiny model: rollouts are scored, the loss is finite and, where rewards differ
 // within a group, the gates get a gradient; the distillation loss is zero with open gates and grows as they close.
 TEST(RlkvObjectives, GrpoAndDistillProduceGateGradients) {
