@@ -18,9 +18,7 @@ struct ExportArgs {
   std::string artifact, format = "duo-tsv", out, name;
 };
 
-void export_gates(const ExportArgs& args, const Artifact& artifact, const std::string& default_name) {
-  const std::string out = args.out.empty() ? default_name : args.out;
-  check_output_file(out, "command line", "--out");
+void export_gates(const ExportArgs& args, const Artifact& artifact, const std::string& out) {
   if (artifact.method != kRlkvMethod && artifact.method != kDuoMethod)
     fail_input(args.artifact, "__metadata__.kvforge.method",
                args.format + " holds KV-head gates; expected an rlkv or duo artifact, got '" + artifact.method + "'");
@@ -29,14 +27,13 @@ void export_gates(const ExportArgs& args, const Artifact& artifact, const std::s
   std::cout << out << ": " << gates.size(0) << " layers × " << gates.size(1) << " KV heads\n";
 }
 
-void export_prefixkv(const ExportArgs& args, const Artifact& artifact) {
+void export_prefixkv(const ExportArgs& args, const Artifact& artifact, const std::string& folder) {
   if (artifact.method != kPrefixKvMethod)
     fail_input(args.artifact, "__metadata__.kvforge.method",
                "prefixkv-json holds per-layer budgets; expected a prefixkv artifact, got '" + artifact.method + "'");
-  const std::string folder = args.out.empty() ? "confs" : args.out;
   make_output_folder(folder, "command line", "--out");
-  for (const auto& [name, text] : prefixkv_budget_files(artifact, args.name.empty() ? artifact.model.model_type
-                                                                                    : args.name)) {
+  for (const auto& [name, text] :
+       prefixkv_budget_files(artifact, args.name.empty() ? artifact.model.model_type : args.name)) {
     write_text_atomically(folder + "/" + name, text + "\n");
     std::cout << folder << "/" << name << ": " << artifact.model.num_layers << " layers\n";
   }
@@ -45,9 +42,20 @@ void export_prefixkv(const ExportArgs& args, const Artifact& artifact) {
 void run_export_command(const ExportArgs& args) {
   if (args.format != "duo-tsv" && args.format != "rlkv-tsv" && args.format != "prefixkv-json")
     fail_input("command line", "--format", "expected duo-tsv, rlkv-tsv or prefixkv-json, got '" + args.format + "'");
+  // The output is checked before the artifact is read, so a bad --out fails at once.
+  const bool budgets = args.format == "prefixkv-json";
+  const std::string out = !args.out.empty()          ? args.out
+                          : budgets                  ? "confs"
+                          : args.format == "duo-tsv" ? "full_attention_heads.tsv"
+                                                     : "adapter_weights.tsv";
+  if (budgets) {
+    check_output_folder(out, "command line", "--out");
+  } else {
+    check_output_file(out, "command line", "--out");
+  }
   const Artifact artifact = read_artifact(args.artifact);
-  if (args.format == "prefixkv-json") return export_prefixkv(args, artifact);
-  export_gates(args, artifact, args.format == "duo-tsv" ? "full_attention_heads.tsv" : "adapter_weights.tsv");
+  if (budgets) return export_prefixkv(args, artifact, out);
+  export_gates(args, artifact, out);
 }
 
 }  // namespace

@@ -53,7 +53,8 @@ std::shared_ptr<const LowRankFactors> cskv_factors(const std::shared_ptr<const A
       }
       if (const at::Tensor* norm = find_tensor(*artifact, prefix + "key_norm")) {
         if (norm->dim() != 1 || norm->size(0) != model.head_dim || !norm->is_floating_point())
-          fail_input(artifact->path, prefix + "key_norm", "expected a float tensor [" + std::to_string(model.head_dim) + "]");
+          fail_input(artifact->path, prefix + "key_norm",
+                     "expected a float tensor [" + std::to_string(model.head_dim) + "]");
         layer.key_norm = norm->to(at::kFloat);
       }
       layers.push_back(std::move(layer));
@@ -113,8 +114,9 @@ CachePlan plan_cskv(const PolicySpec& spec, const ModelConfig& config, int64_t) 
   for (size_t l = 0; l < layers.size(); ++l)
     if (layers[l].key_norm.defined() != config.qk_norm)
       fail_input(spec.artifact->path, "layers." + std::to_string(l) + ".key_norm",
-                 config.qk_norm ? "missing: the model normalises its keys per head (k_norm), so the factors must carry it"
-                                : "present, but the model has no per-head key norm");
+                 config.qk_norm
+                     ? "missing: the model normalises its keys per head (k_norm), so the factors must carry it"
+                     : "present, but the model has no per-head key norm");
   return plan;
 }
 

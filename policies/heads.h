@@ -1,8 +1,9 @@
 #pragma once
 // Head policies: some KV heads keep every token, the rest only sink + recent (RLKV, DuoAttention). Learned
 // gates come from an artifact (method "rlkv" from the RL objective or RLKV's `adapter_weights.tsv`, "duo" from
-// distillation or a DuoAttention `full_attention_heads.tsv`: see peer_artifacts.h); the training-free baselines choose heads at random, over the whole model or the
-// same count in every layer. Sparsity counts KV heads: 0.5 of 112 heads streams exactly 56.
+// distillation or a DuoAttention `full_attention_heads.tsv`: see peer_artifacts.h); the training-free baselines choose
+// heads at random, over the whole model or the same count in every layer. Sparsity counts KV heads: 0.5 of 112 heads
+// streams exactly 56.
 #include <string>
 #include <vector>
 

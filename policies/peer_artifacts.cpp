@@ -67,8 +67,9 @@ void read_duo_window(const std::filesystem::path& config_path, Artifact& artifac
 Artifact read_prefixkv_budgets(const std::string& path, const ModelConfig& config) {
   const nlohmann::json list = read_json_file(path);
   if (!list.is_array() || static_cast<int64_t>(list.size()) != config.num_layers)
-    fail_input(path, "", "expected a list of " + std::to_string(config.num_layers) +
-                             " evicted fractions (one per layer of the model), as PrefixKV's confs/*.json hold");
+    fail_input(path, "",
+               "expected a list of " + std::to_string(config.num_layers) +
+                   " evicted fractions (one per layer of the model), as PrefixKV's confs/*.json hold");
   std::vector<double> retained;
   double evicted_sum = 0;
   for (size_t layer = 0; layer < list.size(); ++layer) {

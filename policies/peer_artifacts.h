@@ -3,7 +3,8 @@
 // (`kvforge eval --artifact FILE`) and kvforge's own artifacts can go back to those tools (`kvforge export --format`):
 //   DuoAttention  full_attention_heads.tsv, with its config.json beside it (sink_size, recent_size)  -> method duo
 //   RLKV          head_dist/rlkv/<model>/<run>/adapter_weights.tsv (the learned mixing gates)          -> method rlkv
-//   PrefixKV      confs/prefixkv_<model>_<ratio>.json: per-layer fractions of the prompt evicted       -> method prefixkv
+//   PrefixKV      confs/prefixkv_<model>_<ratio>.json: per-layer fractions of the prompt evicted       -> method
+//   prefixkv
 // Both TSVs are np.savetxt's: one row per layer, one tab-separated value per KV head. The files carry no
 // fingerprint, so their shapes are checked against the model instead.
 #include <string>

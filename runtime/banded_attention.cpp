@@ -8,7 +8,7 @@ namespace kvforge {
 
 at::Tensor banded_attention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
                             const at::Tensor& query_positions, const at::Tensor& key_positions, int64_t sink,
-                            int64_t window, int64_t block) {
+                            int64_t window, int64_t block, int64_t slice_elements) {
   const int64_t batch = q.size(0), heads = q.size(1), tokens = q.size(2), head_dim = q.size(3);
   const int64_t kv_heads = keys.size(1), prior = keys.size(2) - tokens;
   if (block <= 0) block = std::clamp<int64_t>(window, 64, 1024);
@@ -23,7 +23,7 @@ at::Tensor banded_attention(const at::Tensor& q, const at::Tensor& keys, const a
         .transpose(1, 2)
         .reshape({batch * blocks, t.size(1), block, t.size(3)});
   };
-  const at::Tensor block_q = by_block(at::constant_pad_nd(q, {0, 0, 0, padded - tokens}));
+  const at::Tensor block_q = by_block(at::constant_pad_nd(q, {0, 0, 0, padded - tokens}));  // [batch * blocks, ...]
   const at::Tensor block_query_positions =
       at::constant_pad_nd(query_positions, {0, padded - tokens}, -1).view({batch * blocks, block});
 
@@ -46,26 +46,42 @@ at::Tensor banded_attention(const at::Tensor& q, const at::Tensor& keys, const a
       at::constant_pad_nd(chunk_positions, {before, padded - tokens}, -1).unfold(1, band, block);
   band_positions = band_positions.masked_fill(band_positions < sink, -1);
 
-  auto per_block = [&](const at::Tensor& held, const at::Tensor& chunk) {  // [batch * blocks, kv_heads, L, d]
-    const at::Tensor sinks = chunk.gather(2, sink_rows);
-    return at::cat({held.narrow(2, 0, prior).unsqueeze(1).expand({batch, blocks, kv_heads, prior, head_dim}),
-                    sinks.unsqueeze(1).expand({batch, blocks, kv_heads, sink, head_dim}), bands(chunk)},
-                   3)
-        .reshape({batch * blocks, kv_heads, prior + sink + band, head_dim});
-  };
-  const at::Tensor block_keys = per_block(keys, chunk_keys), block_values = per_block(values, chunk_values);
-  const at::Tensor block_key_positions =
-      at::cat({key_positions.narrow(1, 0, prior).unsqueeze(1).expand({batch, blocks, prior}),
-               sink_positions.unsqueeze(1).expand({batch, blocks, sink}), band_positions},
-              2)
-          .reshape({batch * blocks, prior + sink + band});
-  const at::Tensor mask = attention_mask(block_query_positions, block_key_positions, 0, sink, window);
-  const at::Tensor out =
-      masked_attention(block_q, block_keys, block_values, mask);  // [batch * blocks, heads, block, d]
-  return out.view({batch, blocks, heads, block, head_dim})
-      .transpose(1, 2)
-      .reshape({batch, heads, padded, head_dim})
-      .narrow(2, 0, tokens);
+  // Blocks go through in slices: every block's keys are gathered (and, for the masked kernel, repeated to the query
+  // heads), so all of them at once would be batch × blocks × (prior + sink + band) key rows. Llama-3.1-8B at 16 × 32k
+  // with a 8k window: 77 GiB of repeated K and V, which ran the prefill out of memory.
+  const int64_t elements_per_block = batch * heads * (prior + sink + band) * head_dim;
+  const int64_t blocks_per_slice = std::clamp<int64_t>(slice_elements / elements_per_block, 1, blocks);
+  const at::Tensor key_bands = bands(chunk_keys), value_bands = bands(chunk_values);
+  const at::Tensor sink_keys = chunk_keys.gather(2, sink_rows), sink_values = chunk_values.gather(2, sink_rows);
+  const at::Tensor held_positions = key_positions.narrow(1, 0, prior);
+  // Queries by block: [batch, blocks, heads, block, d]; outputs land in the same layout.
+  const at::Tensor queries = block_q.view({batch, blocks, heads, block, head_dim});
+  const at::Tensor query_positions_by_block = block_query_positions.view({batch, blocks, block});
+  at::Tensor out = at::empty({batch, blocks, heads, block, head_dim}, q.options());
+  for (int64_t first_block = 0; first_block < blocks; first_block += blocks_per_slice) {
+    const int64_t count = std::min(blocks_per_slice, blocks - first_block);
+    auto slice_of = [&](const at::Tensor& held, const at::Tensor& sinks, const at::Tensor& chunk_bands) {
+      return at::cat({held.narrow(2, 0, prior).unsqueeze(1).expand({batch, count, kv_heads, prior, head_dim}),
+                      sinks.unsqueeze(1).expand({batch, count, kv_heads, sink, head_dim}),
+                      chunk_bands.narrow(1, first_block, count)},
+                     3)
+          .reshape({batch * count, kv_heads, prior + sink + band, head_dim});
+    };
+    const at::Tensor slice_key_positions = at::cat({held_positions.unsqueeze(1).expand({batch, count, prior}),
+                                                    sink_positions.unsqueeze(1).expand({batch, count, sink}),
+                                                    band_positions.narrow(1, first_block, count)},
+                                                   2)
+                                               .reshape({batch * count, prior + sink + band});
+    const at::Tensor slice_query_positions =
+        query_positions_by_block.narrow(1, first_block, count).reshape({batch * count, block});
+    const at::Tensor mask = attention_mask(slice_query_positions, slice_key_positions, 0, sink, window);
+    const at::Tensor slice_q = queries.narrow(1, first_block, count).reshape({batch * count, heads, block, head_dim});
+    // [batch * count, heads, block, d]
+    const at::Tensor attended = masked_attention(slice_q, slice_of(keys, sink_keys, key_bands),
+                                                 slice_of(values, sink_values, value_bands), mask);
+    out.narrow(1, first_block, count).copy_(attended.view({batch, count, heads, block, head_dim}));
+  }
+  return out.transpose(1, 2).reshape({batch, heads, padded, head_dim}).narrow(2, 0, tokens);
 }
 
 }  // namespace kvforge

@@ -13,7 +13,7 @@ namespace {
 
 LowRankLayer converted(const LowRankLayer& layer, const at::TensorOptions& options) {
   auto to = [&](const at::Tensor& tensor) { return tensor.defined() ? tensor.to(options).contiguous() : tensor; };
-  return {to(layer.key_down), to(layer.key_up),   to(layer.value_down), to(layer.value_up),
+  return {to(layer.key_down), to(layer.key_up),     to(layer.value_down), to(layer.value_up),
           to(layer.key_bias), to(layer.value_bias), to(layer.key_norm)};
 }
 

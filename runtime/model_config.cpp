@@ -287,10 +287,10 @@ nlohmann::json to_json(const ModelConfig& config) {
     rope["high_freq_factor"] = config.rope.high_freq_factor;
     rope["original_max_position_embeddings"] = config.rope.original_max_position_embeddings;
   }
-  static const std::map<ModelFamily, const char*> kArchitecture = {
-      {ModelFamily::kLlama, "LlamaForCausalLM"}, {ModelFamily::kQwen2, "Qwen2ForCausalLM"},
-      {ModelFamily::kQwen3, "Qwen3ForCausalLM"},
-      {ModelFamily::kMistral, "MistralForCausalLM"}};
+  static const std::map<ModelFamily, const char*> kArchitecture = {{ModelFamily::kLlama, "LlamaForCausalLM"},
+                                                                   {ModelFamily::kQwen2, "Qwen2ForCausalLM"},
+                                                                   {ModelFamily::kQwen3, "Qwen3ForCausalLM"},
+                                                                   {ModelFamily::kMistral, "MistralForCausalLM"}};
   nlohmann::json json = {
       {"architectures", {kArchitecture.at(config.family)}},
       {"model_type", to_string(config.family)},

@@ -185,8 +185,8 @@ TEST(Cli, TrainPrefixKvThenEvaluateItsArtifact) {
     if (cell.at("policy") != "full") EXPECT_NEAR(cell.at("kv_ratio").get<double>(), 0.3, 0.06);
   }
   // PrefixKV's own files, one per budget named by the ratio evicted, read back through --artifact.
-  CommandRun confs = run_kvforge("export " + dir + "/pk/prefixkv.safetensors --format prefixkv-json --name tiny --out " +
-                                 dir + "/confs");
+  CommandRun confs = run_kvforge("export " + dir +
+                                 "/pk/prefixkv.safetensors --format prefixkv-json --name tiny --out " + dir + "/confs");
   ASSERT_EQ(confs.exit_code, 0) << confs.output;
   for (const char* ratio : {"0.8", "0.7", "0.5"})
     EXPECT_TRUE(std::filesystem::exists(dir + "/confs/prefixkv_tiny_" + ratio + ".json")) << ratio;
@@ -438,8 +438,8 @@ TEST(Cli, EveryTrainerAndPolicyRunsOnQwen3) {
   const std::string model = " model=" + fixture("qwen3");
   const std::string windows = " data.min_tokens=96 data.max_tokens=128 eval.batches=1";
   const std::vector<std::pair<std::string, std::string>> trainers = {
-      {"lizard", "recipes/lizard-tiny-cpu.yaml stage1.batch_size=1 stage2.batch_size=1 stage1.steps=2 stage2.steps=2" +
-                     windows},
+      {"lizard",
+       "recipes/lizard-tiny-cpu.yaml stage1.batch_size=1 stage2.batch_size=1 stage1.steps=2 stage2.steps=2" + windows},
       {"cskv", "recipes/cskv-tiny-cpu.yaml train.batch_size=1 train.steps=2 calibration.batches=1" + windows},
       {"kvpred", "recipes/kvpred-tiny-cpu.yaml train.batch_size=1 train.steps=2 calibration.batches=1" + windows},
       {"rlkv", "recipes/tiny-rlkv.yaml rl.prompts=2 rl.group_size=2 rl.max_new_tokens=8 train.steps=2"},

@@ -340,10 +340,9 @@ TEST(LowRankCache, Qwen3RebuildsKeysThroughTheModelsKeyNorm) {
   const at::Tensor inputs = cskv::attention_inputs(qwen.model, ids, at::arange(30).repeat({2, 1}))[0];
   const auto& attention = qwen.model->model->layers[0]->as<DecoderLayer>()->self_attn;
   auto key_error = [&](const LowRankLayer& factors) {
-    const cskv::LayerError error =
-        cskv::layer_error(factors, attention->k_proj->weight, attention->v_proj->weight, inputs,
-                          at::arange(30).repeat({2, 1}), qwen.model->inv_freq, config.num_kv_heads, {16, 32, 2},
-                          at::Tensor(), config.rms_norm_eps);
+    const cskv::LayerError error = cskv::layer_error(
+        factors, attention->k_proj->weight, attention->v_proj->weight, inputs, at::arange(30).repeat({2, 1}),
+        qwen.model->inv_freq, config.num_kv_heads, {16, 32, 2}, at::Tensor(), config.rms_norm_eps);
     return (error.key_error / error.key_energy).item<double>();
   };
   EXPECT_LT(key_error(layers[0]), 1e-8);
@@ -354,8 +353,8 @@ TEST(LowRankCache, Qwen3RebuildsKeysThroughTheModelsKeyNorm) {
 
   // The artifact carries the norm, and the policy refuses factors without one for this model.
   const std::string dir = testing::make_temp_dir("cskv-qwen3");
-  write_artifact(dir + "/q.safetensors", cskv::cskv_artifact(layers, options, at::full({2, 2}, 0.1), config,
-                                                             "method: cskv\n", {{"steps", 0}}));
+  write_artifact(dir + "/q.safetensors",
+                 cskv::cskv_artifact(layers, options, at::full({2, 2}, 0.1), config, "method: cskv\n", {{"steps", 0}}));
   auto artifact = std::make_shared<const Artifact>(read_artifact(dir + "/q.safetensors"));
   const CachePlan plan = plan_cache(policies_from_artifact(artifact)[0], config, 30);
   EXPECT_TRUE(at::equal(plan.low_rank.factors->cpu()[1].key_norm, layers[1].key_norm));

@@ -56,6 +56,10 @@ TEST(BandedAttention, EqualsMaskedAttentionUnderTheStreamingRule) {
     const at::Tensor real = (positions >= 0).unsqueeze(1).unsqueeze(3).expand_as(got);
     // grouped_attention's softmax runs in fp32.
     EXPECT_LT((got - expected).masked_select(real).abs().max().item<double>(), 1e-6) << "prior " << prior;
+    // One block per slice (what a long batch of prompts gets): the same outputs.
+    const at::Tensor sliced = banded_attention(q, k, v, positions, key_positions, sink, window, block,
+                                               /*slice_elements=*/1);
+    EXPECT_LT((sliced - got).masked_select(real).abs().max().item<double>(), 1e-12) << "prior " << prior;
     // The window matters here: full causal attention differs.
     const at::Tensor causal = grouped_attention(q, k, v, attention_mask(positions, key_positions, 0));
     EXPECT_GT((causal - expected).masked_select(real).abs().max().item<double>(), 1e-2) << "prior " << prior;

@@ -38,7 +38,7 @@ TEST(ModelConfig, ReadsTransformers5Fixtures) {
   EXPECT_TRUE(qwen3.qkv_bias);  // attention_bias: true puts a bias on q/k/v and o alike
   EXPECT_TRUE(qwen3.o_bias);
   EXPECT_FALSE(qwen3.mlp_bias);
-  EXPECT_EQ(qwen3.head_dim, 32);  // explicit, not hidden / heads = 16
+  EXPECT_EQ(qwen3.head_dim, 32);                                  // explicit, not hidden / heads = 16
   EXPECT_EQ(qwen3.sliding_window, std::vector<int64_t>({0, 8}));  // from layer_types
 
   ModelConfig mistral = ModelConfig::from_file(fixture("mistral/config.json"));

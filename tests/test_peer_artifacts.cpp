@@ -16,9 +16,13 @@ namespace {
 
 // A model of `layers` layers and `kv_heads` KV heads (only the shape matters to these files).
 ModelConfig shaped(int64_t layers, int64_t kv_heads) {
-  return ModelConfig::from_json({{"model_type", "qwen3"}, {"vocab_size", 64}, {"hidden_size", 64},
-                                 {"intermediate_size", 64}, {"num_hidden_layers", layers},
-                                 {"num_attention_heads", kv_heads * 2}, {"num_key_value_heads", kv_heads},
+  return ModelConfig::from_json({{"model_type", "qwen3"},
+                                 {"vocab_size", 64},
+                                 {"hidden_size", 64},
+                                 {"intermediate_size", 64},
+                                 {"num_hidden_layers", layers},
+                                 {"num_attention_heads", kv_heads * 2},
+                                 {"num_key_value_heads", kv_heads},
                                  {"head_dim", 16}},
                                 "config.json");
 }
@@ -81,7 +85,8 @@ TEST(PrefixKvBudgetJson, ReadsEvictedFractionsAtTheFilesRatioAndWritesThemBack) 
   const ModelConfig config = shaped(4, 2);
   // Evicted per layer; the mean (0.4975) only approximates the ratio the file is named for, as in PrefixKV's confs.
   testing::write_file(dir + "/prefixkv_llava-v1.5-7b_0.5.json", "[0.0, 0.49, 0.6, 0.9]");
-  auto artifact = std::make_shared<const Artifact>(read_peer_artifact(dir + "/prefixkv_llava-v1.5-7b_0.5.json", config));
+  auto artifact =
+      std::make_shared<const Artifact>(read_peer_artifact(dir + "/prefixkv_llava-v1.5-7b_0.5.json", config));
   EXPECT_EQ(artifact->method, kPrefixKvMethod);
   EXPECT_EQ(prefixkv_budgets(*artifact), std::vector<double>{0.5});
   const std::vector<double> retained = prefixkv_layer_fractions(*artifact, 0.5);

@@ -1,8 +1,6 @@
 // Training-free cache policies: each reproduces the full cache exactly when its budget covers the
 // sequence, and keeps exactly what it claims (tokens, positions, bytes) when it does not.
 #include <gtest/gtest.h>
-
-#include <tuple>
 #include <torch/torch.h>
 
 #include <set>
@@ -80,20 +78,19 @@ TEST_P(FullBudgetIdentity, LogitsEqualTheFullCache) {
   EXPECT_EQ(cache->length(0), 46);
 }
 
-INSTANTIATE_TEST_SUITE_P(Policies, FullBudgetIdentity,
-                         ::testing::Combine(::testing::Values("tiny_base", "qwen3"),
-                                            ::testing::Values("full", "streaming:window=64", "snapkv:budget=64",
-                                                              "snapkv:budget=1", "pyramidkv:budget=1000",
-                                                              "h2o:budget=64", "kivi:bits=2,residual=64",
-                                                              "kivi:bits=4,residual=46", "uniform:budget=1",
-                                                              "uniform:budget=1,window=8,kernel=3",
-                                                              "uniform:budget=1,per_head=1,window=0")),
-                         [](const auto& info) {
-                           std::string name = std::get<0>(info.param) + "_" + std::get<1>(info.param);
-                           for (char& c : name)
-                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-                           return name;
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Policies, FullBudgetIdentity,
+    ::testing::Combine(::testing::Values("tiny_base", "qwen3"),
+                       ::testing::Values("full", "streaming:window=64", "snapkv:budget=64", "snapkv:budget=1",
+                                         "pyramidkv:budget=1000", "h2o:budget=64", "kivi:bits=2,residual=64",
+                                         "kivi:bits=4,residual=46", "uniform:budget=1",
+                                         "uniform:budget=1,window=8,kernel=3", "uniform:budget=1,per_head=1,window=0")),
+    [](const auto& info) {
+      std::string name = std::get<0>(info.param) + "_" + std::get<1>(info.param);
+      for (char& c : name)
+        if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+      return name;
+    });
 
 // The same tokens through an explicitly full plan and through generate() with no factory: same output.
 TEST(FullBudgetIdentity, GenerateWithAFullBudgetPolicyMatchesFull) {

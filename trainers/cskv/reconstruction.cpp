@@ -19,7 +19,9 @@ at::Tensor heads_first(const at::Tensor& x, int64_t kv_heads) {
 }
 
 // The model's per-head query norm (Qwen3's q_norm) or undefined.
-at::Tensor query_norm(const Attention& attention) { return attention->q_norm ? attention->q_norm->weight : at::Tensor(); }
+at::Tensor query_norm(const Attention& attention) {
+  return attention->q_norm ? attention->q_norm->weight : at::Tensor();
+}
 
 }  // namespace
 
@@ -140,15 +142,14 @@ MicroBatchLoss ReconstructionObjective::micro_batch_loss(int64_t step, int64_t m
   at::Tensor key_error = at::zeros({}, loss.options()), value_error = at::zeros({}, loss.options());
   for (size_t l = 0; l < factors_.size(); ++l) {
     const auto& attention = model_->model->layers[l]->as<DecoderLayer>()->self_attn;
-    const at::Tensor moment = config_.score_loss
-                                  ? query_moment(attention->q_proj->weight, inputs[l], positions, model_->inv_freq,
-                                                 model_->config.num_heads, model_->config.num_kv_heads,
-                                                 query_norm(attention), model_->config.rms_norm_eps)
-                                  : at::Tensor();
-    const LayerError error =
-        layer_error(factors_[l], attention->k_proj->weight, attention->v_proj->weight, inputs[l], positions,
-                    model_->inv_freq, model_->config.num_kv_heads, config_.quantization, moment,
-                    model_->config.rms_norm_eps);
+    const at::Tensor moment =
+        config_.score_loss
+            ? query_moment(attention->q_proj->weight, inputs[l], positions, model_->inv_freq, model_->config.num_heads,
+                           model_->config.num_kv_heads, query_norm(attention), model_->config.rms_norm_eps)
+            : at::Tensor();
+    const LayerError error = layer_error(factors_[l], attention->k_proj->weight, attention->v_proj->weight, inputs[l],
+                                         positions, model_->inv_freq, model_->config.num_kv_heads, config_.quantization,
+                                         moment, model_->config.rms_norm_eps);
     // CSKV's loss: MSE of keys after RoPE (or of the scores they give, with score_loss) plus MSE of values,
     // summed over layers.
     loss = loss + (error.key_error + error.value_error) / elements;
@@ -177,17 +178,15 @@ at::Tensor ReconstructionObjective::relative_errors(int64_t batches) {
     const std::vector<at::Tensor> inputs = attention_inputs(model_, batch.input_ids.to(device), positions);
     for (int64_t l = 0; l < layers; ++l) {
       const auto& attention = model_->model->layers[l]->as<DecoderLayer>()->self_attn;
-      const LayerError plain =
-          layer_error(factors_[l], attention->k_proj->weight, attention->v_proj->weight, inputs[l], positions,
-                      model_->inv_freq, model_->config.num_kv_heads, config_.quantization, at::Tensor(),
-                      model_->config.rms_norm_eps);
-      const at::Tensor moment = query_moment(attention->q_proj->weight, inputs[l], positions, model_->inv_freq,
-                                             model_->config.num_heads, model_->config.num_kv_heads,
-                                             query_norm(attention), model_->config.rms_norm_eps);
-      const LayerError scores =
-          layer_error(factors_[l], attention->k_proj->weight, attention->v_proj->weight, inputs[l], positions,
-                      model_->inv_freq, model_->config.num_kv_heads, config_.quantization, moment,
-                      model_->config.rms_norm_eps);
+      const LayerError plain = layer_error(factors_[l], attention->k_proj->weight, attention->v_proj->weight, inputs[l],
+                                           positions, model_->inv_freq, model_->config.num_kv_heads,
+                                           config_.quantization, at::Tensor(), model_->config.rms_norm_eps);
+      const at::Tensor moment =
+          query_moment(attention->q_proj->weight, inputs[l], positions, model_->inv_freq, model_->config.num_heads,
+                       model_->config.num_kv_heads, query_norm(attention), model_->config.rms_norm_eps);
+      const LayerError scores = layer_error(factors_[l], attention->k_proj->weight, attention->v_proj->weight,
+                                            inputs[l], positions, model_->inv_freq, model_->config.num_kv_heads,
+                                            config_.quantization, moment, model_->config.rms_norm_eps);
       sums[l] += at::stack({plain.key_error, plain.key_energy, plain.value_error, plain.value_energy, scores.key_error,
                             scores.key_energy})
                      .to(at::kCPU, at::kDouble);
