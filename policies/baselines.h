@@ -15,6 +15,9 @@ CachePlan plan_snapkv(const PolicySpec& spec, const ModelConfig& config, int64_t
 CachePlan plan_pyramidkv(const PolicySpec& spec, const ModelConfig& config, int64_t prompt_tokens);
 // H2O (Zhang et al.): heavy hitters by accumulated attention plus a recent window, evicting as it decodes.
 CachePlan plan_h2o(const PolicySpec& spec, const ModelConfig& config, int64_t prompt_tokens);
+// TOVA (Oren et al.): the layer keeps the tokens its newest query attends to most, averaged over the layer's heads;
+// one token set per layer, re-chosen at every step, prompt and decode alike.
+CachePlan plan_tova(const PolicySpec& spec, const ModelConfig& config, int64_t prompt_tokens);
 // KIVI (Liu et al.): keys per channel, values per token, 2 or 4 bits, a full-precision recent window.
 CachePlan plan_kivi(const PolicySpec& spec, const ModelConfig& config, int64_t prompt_tokens);
 

@@ -158,6 +158,12 @@ void SelectiveKVCache::after_attention(int64_t layer_index, const at::Tensor& qu
     case TokenScore::kPromptAttention:
       if (first_step) token_scores = received(layer, queries, positions);
       break;
+    case TokenScore::kNewestQueryAttention: {
+      // Only the present query counts: a token ignored now goes, however much it was attended to before.
+      const int64_t newest = queries.size(2) - 1;
+      token_scores = received(layer, queries.narrow(2, newest, 1), positions.narrow(1, newest, 1));
+      break;
+    }
     case TokenScore::kObservationWindow: {
       if (!first_step) break;  // chosen once, from the prompt's last queries
       const int64_t window = std::min<int64_t>(options.observation_window, queries.size(2));

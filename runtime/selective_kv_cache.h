@@ -3,8 +3,8 @@
 // positions and the `recent_tokens` newest ones always, the rest by a score. It covers StreamingLLM
 // (no score: sink + recent window), SnapKV and PyramidKV (scores from the prompt's last queries,
 // pooled, chosen once after prefill), H2O (attention accumulated over every step, evicted as it
-// decodes) and PrefixKV (attention from every prompt query, one token set per layer, a budget that grows
-// with the sequence). Each head may choose its own tokens, so positions are per head.
+// decodes), TOVA (the newest query's attention, averaged over the layer's heads, evicted as it decodes) and PrefixKV
+// (attention from every prompt query, one token set per layer, a budget that grows with the sequence). Each head may choose its own tokens, so positions are per head.
 //
 // Prefill attends over the whole prompt (as SnapKV, PyramidKV and H2O define it) except for streaming
 // layers, whose prefill already uses the sink + window mask; eviction happens in after_attention, so
@@ -30,6 +30,7 @@ enum class TokenScore {
   kObservationWindow,     // SnapKV: attention from the last `observation_window` queries, pooled
   kAccumulatedAttention,  // H2O: attention received, summed over every query so far
   kPromptAttention,       // PrefixKV: attention received from every prompt query, chosen once after prefill
+  kNewestQueryAttention,  // TOVA: attention from the step's newest query alone, scored afresh every step
 };
 
 struct SelectiveLayerOptions {

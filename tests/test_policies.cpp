@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
+#include <limits>
 #include <set>
 #include <tuple>
 
@@ -82,7 +84,7 @@ INSTANTIATE_TEST_SUITE_P(
     Policies, FullBudgetIdentity,
     ::testing::Combine(::testing::Values("tiny_base", "qwen3"),
                        ::testing::Values("full", "streaming:window=64", "snapkv:budget=64", "snapkv:budget=1",
-                                         "pyramidkv:budget=1000", "h2o:budget=64", "kivi:bits=2,residual=64",
+                                         "pyramidkv:budget=1000", "h2o:budget=64", "tova:budget=64", "kivi:bits=2,residual=64",
                                          "kivi:bits=4,residual=46", "uniform:budget=1",
                                          "uniform:budget=1,window=8,kernel=3", "uniform:budget=1,per_head=1,window=0")),
     [](const auto& info) {
@@ -306,6 +308,59 @@ TEST(H2OPolicy, HeavyHitterSurvivesAndBudgetHolds) {
   EXPECT_EQ(held.size(), static_cast<size_t>(budget));
   EXPECT_TRUE(held.count(3)) << "the heavy hitter was evicted";
   EXPECT_TRUE(held.count(28) && held.count(29)) << "the recent window was evicted";
+}
+
+// TOVA: after the prompt and after every decode step the layer holds `budget` tokens, the same for each KV head, and the
+// one that went is the one the step's newest query attended to least (averaged over every query head), never the newest.
+TEST(TovaPolicy, EvictsWhatTheNewestQueryAttendsToLeastAveragedOverHeads) {
+  at::manual_seed(17);
+  const int64_t heads = 4, kv_heads = 2, head_dim = 8, budget = 5, prompt = 9;
+  ModelConfig config = testing::tiny_base_model().config;
+  config.num_layers = 1;
+  const CachePlan plan = plan_cache(parse_policy("tova:budget=5"), config, prompt);
+  ASSERT_EQ(plan.layers.size(), 1u);
+  SelectiveKVCache cache(plan.layers, 1, kv_heads, head_dim, at::TensorOptions().dtype(at::kFloat));
+  // The expected survivors: held positions minus the one with the lowest mean attention from the newest query.
+  auto survivors = [&](const at::Tensor& q, const CachedKV& kv, int64_t newest_position) {
+    const at::Tensor keys = kv.keys.repeat_interleave(heads / kv_heads, 1);  // [1, heads, slots, d]
+    const at::Tensor newest_query = q.narrow(2, q.size(2) - 1, 1);
+    const at::Tensor probs = at::softmax(at::matmul(newest_query, keys.transpose(-1, -2)) / std::sqrt(8.0), -1);
+    const at::Tensor held = kv.positions.dim() == 2 ? kv.positions[0] : kv.positions[0][0];
+    at::Tensor mean = probs.mean(1).reshape({-1});  // [slots]
+    mean = mean.masked_fill(held == newest_position, std::numeric_limits<float>::infinity());
+    std::set<int64_t> kept;
+    const at::Tensor order = std::get<1>(mean.sort(/*stable=*/true, -1, /*descending=*/true));
+    for (int64_t i = 0; i < budget; ++i) kept.insert(held[order[i]].item<int64_t>());
+    return kept;
+  };
+  auto held_by = [&](int64_t head) {
+    std::set<int64_t> held;
+    const at::Tensor row = cache.positions(0)[0][head];
+    for (int64_t i = 0; i < row.size(0); ++i)
+      if (row[i].item<int64_t>() >= 0) held.insert(row[i].item<int64_t>());
+    return held;
+  };
+  const at::Tensor q = at::randn({1, heads, prompt, head_dim});
+  const at::Tensor k = at::randn({1, kv_heads, prompt, head_dim}), v = at::randn_like(k);
+  const at::Tensor positions = at::arange(prompt, at::kLong).unsqueeze(0);
+  // The prompt's own scores see only keys at or before each query; the newest (last) query sees them all.
+  const CachedKV prompt_kv = cache.update(0, k, v, positions);
+  const std::set<int64_t> expected_prompt = survivors(q, prompt_kv, prompt - 1);
+  cache.after_attention(0, q, positions);
+  EXPECT_EQ(held_by(0), expected_prompt);
+  EXPECT_EQ(held_by(1), expected_prompt) << "one token set per layer";
+  for (int64_t t = prompt; t < prompt + 12; ++t) {
+    const at::Tensor step_q = at::randn({1, heads, 1, head_dim});
+    const at::Tensor step_k = at::randn({1, kv_heads, 1, head_dim}), step_v = at::randn_like(step_k);
+    const at::Tensor step_positions = at::full({1, 1}, t, at::kLong);
+    const CachedKV kv = cache.update(0, step_k, step_v, step_positions);
+    const std::set<int64_t> expected = survivors(step_q, kv, t);
+    cache.after_attention(0, step_q, step_positions);
+    EXPECT_EQ(held_by(0), expected) << "step " << t;
+    EXPECT_EQ(held_by(1), expected) << "step " << t;
+    EXPECT_TRUE(held_by(0).count(t)) << "the newest token stays";
+    EXPECT_EQ(cache.length(0), budget);
+  }
 }
 
 TEST(PyramidKVPolicy, BudgetsFallOverLayersAndAverageTheBudget) {
