@@ -33,6 +33,8 @@ struct PolicyEntry {
 
 constexpr double kUnbounded = 1e12;
 const Parameter kBudget{"budget", 0.5, 1e-6, kUnbounded, false, "<= 1: fraction of the prompt, > 1: tokens"};
+const Parameter kDecodeCompression{"decode", 0, 0, 1, true,
+                                   "1: hold the budget while decoding, re-scored by the newest window queries"};
 
 // PrefixKV's eviction, shared by the calibrated budgets and the uniform ablation. The paper scores tokens by
 // the attention of every prompt query; on the GPU base model that causal column sum favours early tokens so much
@@ -79,14 +81,16 @@ const std::vector<PolicyEntry>& registry() {
        "SnapKV: per-head top-k by the prompt's last queries",
        {kBudget,
         {"window", 16, 1, kUnbounded, true, "observation window (kept too)"},
-        {"kernel", 5, 1, 63, true, "odd pooling width"}},
+        {"kernel", 5, 1, 63, true, "odd pooling width"},
+        kDecodeCompression},
        plan_snapkv},
       {"pyramidkv",
        "PyramidKV: SnapKV with budgets falling over layers",
        {kBudget,
         {"window", 16, 1, kUnbounded, true, "observation window"},
         {"kernel", 5, 1, 63, true, "odd pooling width"},
-        {"beta", 20, 1, 1000, false, "first/last budget shape"}},
+        {"beta", 20, 1, 1000, false, "first/last budget shape"},
+        kDecodeCompression},
        plan_pyramidkv},
       {"h2o",
        "H2O: heavy hitters + recent window, evicting while decoding",

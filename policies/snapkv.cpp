@@ -13,7 +13,9 @@ SelectiveLayerOptions snapkv_layer(const PolicySpec& spec, int64_t budget) {
   layer.recent_tokens = layer.observation_window;  // the window's own tokens are always kept
   layer.pool_kernel = static_cast<int64_t>(spec.parameters.at("kernel"));
   layer.score = TokenScore::kObservationWindow;
-  layer.evict_during_decode = false;
+  // decode=1 holds the budget while generating too (kvpress's DecodingPress, at every step): a long reasoning trace is
+  // compressed as well, not only the prompt.
+  layer.evict_during_decode = spec.parameters.at("decode") != 0;
   return layer;
 }
 

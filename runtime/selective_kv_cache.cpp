@@ -141,6 +141,23 @@ at::Tensor SelectiveKVCache::received(const Layer& layer, const at::Tensor& quer
                             options.streaming_mask ? options.recent_tokens : 0, /*queries_trail_keys=*/layer.pending);
 }
 
+at::Tensor SelectiveKVCache::pooled_votes(const Layer& layer, const at::Tensor& queries,
+                                          const at::Tensor& query_positions) const {
+  const at::Tensor votes = received(layer, queries, query_positions);  // [batch, kv_heads, slots]
+  const int64_t kernel = layer.options.pool_kernel, slots = votes.size(2);
+  // Pooling keeps the neighbours of a hit together, so a needle survives as a phrase, not a token. Neighbours by
+  // position: slots are in position order until a decode step moves a token into an evicted one's slot.
+  auto pool = [&](const at::Tensor& ordered) {
+    return at::avg_pool1d(ordered.reshape({-1, 1, slots}), {kernel}, {1}, {kernel / 2}, /*ceil_mode=*/false,
+                          /*count_include_pad=*/false)
+        .reshape(ordered.sizes());
+  };
+  if (kernel == 1) return votes;
+  if (layer.pending || !layer.options.evict_during_decode) return pool(votes);
+  const at::Tensor order = layer.positions.argsort(/*stable=*/false, /*dim=*/-1);
+  return at::empty_like(votes).scatter_(-1, order, pool(votes.gather(-1, order)));
+}
+
 void SelectiveKVCache::after_attention(int64_t layer_index, const at::Tensor& queries, const at::Tensor& positions) {
   Layer& layer = layers_.at(layer_index);
   const SelectiveLayerOptions& options = layer.options;
@@ -165,15 +182,24 @@ void SelectiveKVCache::after_attention(int64_t layer_index, const at::Tensor& qu
       break;
     }
     case TokenScore::kObservationWindow: {
-      if (!first_step) break;  // chosen once, from the prompt's last queries
+      // Chosen once from the prompt's last queries, or, evicting while decoding, again at every step from the newest
+      // `observation_window` queries (the prompt's last ones first, then the generated tokens').
+      if (!first_step && !options.evict_during_decode) break;
       const int64_t window = std::min<int64_t>(options.observation_window, queries.size(2));
       const int64_t start = queries.size(2) - window;
-      at::Tensor votes = received(layer, queries.narrow(2, start, window), positions.narrow(1, start, window));
-      // Pooling keeps the neighbours of a hit together, so a needle survives as a phrase, not a token.
-      const int64_t slots = votes.size(2);
-      token_scores = at::avg_pool1d(votes.reshape({-1, 1, slots}), {options.pool_kernel}, {1},
-                                    {options.pool_kernel / 2}, /*ceil_mode=*/false, /*count_include_pad=*/false)
-                         .reshape(votes.sizes());
+      at::Tensor newest = queries.narrow(2, start, window), newest_positions = positions.narrow(1, start, window);
+      if (options.evict_during_decode) {
+        if (!first_step) {
+          newest = at::cat({layer.window_queries, newest}, 2);
+          newest_positions = at::cat({layer.window_positions, newest_positions}, 1);
+          const int64_t kept = std::min<int64_t>(options.observation_window, newest.size(2));
+          newest = newest.narrow(2, newest.size(2) - kept, kept);
+          newest_positions = newest_positions.narrow(1, newest_positions.size(1) - kept, kept);
+        }
+        layer.window_queries = newest.contiguous();
+        layer.window_positions = newest_positions.contiguous();
+      }
+      token_scores = pooled_votes(layer, newest, newest_positions);
       break;
     }
   }

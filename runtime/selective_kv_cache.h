@@ -27,7 +27,8 @@ namespace kvforge {
 
 enum class TokenScore {
   kNone,                  // keep sink + recent only (StreamingLLM)
-  kObservationWindow,     // SnapKV: attention from the last `observation_window` queries, pooled
+  kObservationWindow,     // SnapKV: attention from the last `observation_window` queries, pooled (while decoding
+                          // too when evict_during_decode: the window then slides over the generated tokens)
   kAccumulatedAttention,  // H2O: attention received, summed over every query so far
   kPromptAttention,       // PrefixKV: attention received from every prompt query, chosen once after prefill
   kNewestQueryAttention,  // TOVA: attention from the step's newest query alone, scored afresh every step
@@ -79,6 +80,9 @@ class SelectiveKVCache : public KVCache {
     at::Tensor positions;  // [batch, kv_heads, slots] int64
     at::Tensor scores;     // [batch, kv_heads, slots] float32 (kAccumulatedAttention)
     at::Tensor key_store, value_store, position_store, score_store;  // [batch, kv_heads, capacity(, head_dim)]
+    // kObservationWindow evicting while decoding: the newest `observation_window` queries, oldest first.
+    at::Tensor window_queries;    // [batch, heads, window, head_dim]
+    at::Tensor window_positions;  // [batch, window]
     int64_t length = 0;
     bool pending = false;
     bool prompt_done = false;
@@ -87,6 +91,8 @@ class SelectiveKVCache : public KVCache {
     int64_t decode_tokens = 0;  // tokens added after the prompt
   };
   at::Tensor received(const Layer& layer, const at::Tensor& queries, const at::Tensor& query_positions) const;
+  // SnapKV's votes from `queries`, averaged over `pool_kernel` neighbouring positions (slots need not be in order).
+  at::Tensor pooled_votes(const Layer& layer, const at::Tensor& queries, const at::Tensor& query_positions) const;
   // Scores with the sink and recent tokens at +infinity and empty slots at -infinity: the lowest go first.
   at::Tensor ranking(const Layer& layer, const at::Tensor& token_scores) const;
   void evict(Layer& layer, const at::Tensor& token_scores);

@@ -363,6 +363,69 @@ TEST(TovaPolicy, EvictsWhatTheNewestQueryAttendsToLeastAveragedOverHeads) {
   }
 }
 
+// SnapKV with decode=1 (decoding-time compression): the budget holds after every decode step, and the slot that goes
+// is, per KV head, the one the newest `window` queries (the prompt's last, then the generated tokens') attended to
+// least, pooled over neighbouring positions, outside the window's own tokens.
+TEST(SnapKVPolicy, DecodeCompressionSlidesTheObservationWindowOverGeneratedTokens) {
+  at::manual_seed(23);
+  const int64_t heads = 4, kv_heads = 2, head_dim = 8, budget = 8, window = 3, kernel = 3, prompt = 12;
+  ModelConfig config = testing::tiny_base_model().config;
+  config.num_layers = 1;
+  const CachePlan plan = plan_cache(parse_policy("snapkv:budget=8,window=3,kernel=3,decode=1"), config, prompt);
+  SelectiveKVCache cache(plan.layers, 1, kv_heads, head_dim, at::TensorOptions().dtype(at::kFloat));
+  std::vector<at::Tensor> seen_queries;  // [heads, head_dim] per position
+  // Per KV head: the held positions after evicting the lowest pooled vote, computed directly.
+  auto expected_after = [&](const CachedKV& kv, int64_t newest_position) {
+    std::vector<std::set<int64_t>> kept(kv_heads);
+    for (int64_t h = 0; h < kv_heads; ++h) {
+      const at::Tensor held = kv.positions.dim() == 2 ? kv.positions[0] : kv.positions[0][h];
+      const at::Tensor order = held.argsort(/*stable=*/false, /*dim=*/0);
+      const at::Tensor keys = kv.keys[0][h].index_select(0, order);  // by position
+      const at::Tensor key_positions = held.index_select(0, order);
+      at::Tensor votes = at::zeros({key_positions.size(0)});
+      for (int64_t p = newest_position - window + 1; p <= newest_position; ++p)
+        for (int64_t g = 0; g < heads / kv_heads; ++g) {
+          const at::Tensor query = seen_queries[p][h * (heads / kv_heads) + g];
+          at::Tensor logits = at::matmul(keys, query) / std::sqrt(8.0);
+          logits = logits.masked_fill(key_positions > p, -std::numeric_limits<float>::infinity());
+          votes += at::softmax(logits, 0) / static_cast<double>(heads / kv_heads);
+        }
+      at::Tensor pooled = at::avg_pool1d(votes.view({1, 1, -1}), {kernel}, {1}, {kernel / 2}, false, false).view({-1});
+      pooled = pooled.masked_fill(key_positions > newest_position - window, std::numeric_limits<float>::infinity());
+      const int64_t lowest = pooled.argmin().item<int64_t>();
+      for (int64_t i = 0; i < key_positions.size(0); ++i)
+        if (i != lowest) kept[h].insert(key_positions[i].item<int64_t>());
+    }
+    return kept;
+  };
+  auto held_by = [&](int64_t head) {
+    std::set<int64_t> held;
+    const at::Tensor row = cache.positions(0)[0][head];
+    for (int64_t i = 0; i < row.size(0); ++i) held.insert(row[i].item<int64_t>());
+    return held;
+  };
+  const at::Tensor q = at::randn({1, heads, prompt, head_dim});
+  for (int64_t p = 0; p < prompt; ++p) seen_queries.push_back(q[0].select(1, p));
+  const at::Tensor k = at::randn({1, kv_heads, prompt, head_dim}), v = at::randn_like(k);
+  cache.update(0, k, v, at::arange(prompt, at::kLong).unsqueeze(0));
+  cache.after_attention(0, q, at::arange(prompt, at::kLong).unsqueeze(0));
+  EXPECT_EQ(cache.length(0), budget);
+  for (int64_t t = prompt; t < prompt + 10; ++t) {
+    const at::Tensor step_q = at::randn({1, heads, 1, head_dim});
+    seen_queries.push_back(step_q[0].select(1, 0));
+    const at::Tensor step_k = at::randn({1, kv_heads, 1, head_dim}), step_v = at::randn_like(step_k);
+    const at::Tensor position = at::full({1, 1}, t, at::kLong);
+    const CachedKV kv = cache.update(0, step_k, step_v, position);
+    const auto expected = expected_after(kv, t);
+    cache.after_attention(0, step_q, position);
+    EXPECT_EQ(cache.length(0), budget) << "step " << t;
+    for (int64_t h = 0; h < kv_heads; ++h) EXPECT_EQ(held_by(h), expected[h]) << "step " << t << " head " << h;
+  }
+  // decode=0 (SnapKV's own rule) keeps every generated token.
+  const CachePlan prompt_only = plan_cache(parse_policy("snapkv:budget=8,window=3,kernel=3"), config, prompt);
+  EXPECT_FALSE(prompt_only.layers[0].evict_during_decode);
+}
+
 TEST(PyramidKVPolicy, BudgetsFallOverLayersAndAverageTheBudget) {
   ModelConfig config = testing::tiny_base_model().config;
   config.num_layers = 8;
