@@ -18,6 +18,9 @@ CachePlan plan_h2o(const PolicySpec& spec, const ModelConfig& config, int64_t pr
 // TOVA (Oren et al.): the layer keeps the tokens its newest query attends to most, averaged over the layer's heads;
 // one token set per layer, re-chosen at every step, prompt and decode alike.
 CachePlan plan_tova(const PolicySpec& spec, const ModelConfig& config, int64_t prompt_tokens);
+// Expected Attention (Devoto et al., kvpress): after prefill each KV head keeps the tokens the queries still to come
+// are expected to attend to most (runtime/expected_attention.h), the first `sink` tokens always.
+CachePlan plan_expected_attention(const PolicySpec& spec, const ModelConfig& config, int64_t prompt_tokens);
 // KIVI (Liu et al.): keys per channel, values per token, 2 or 4 bits, a full-precision recent window.
 CachePlan plan_kivi(const PolicySpec& spec, const ModelConfig& config, int64_t prompt_tokens);
 

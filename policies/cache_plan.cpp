@@ -23,7 +23,7 @@ std::unique_ptr<KVCache> make_cache(const CachePlan& plan, const ModelConfig& co
                                            options);
     case CacheLayout::kSelective:
       return std::make_unique<SelectiveKVCache>(plan.layers, batch, config.num_kv_heads, config.head_dim, options,
-                                                capacity);
+                                                capacity, rope_inverse_frequencies(config.rope, config.head_dim));
     case CacheLayout::kQuantized:
       return std::make_unique<QuantizedKVCache>(config.num_layers, batch, config.num_kv_heads, config.head_dim,
                                                 plan.quantization, options, windowed(config) ? 0 : config.num_heads);

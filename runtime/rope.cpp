@@ -44,10 +44,21 @@ RopeAngles rope_angles(const at::Tensor& inv_freq, const at::Tensor& positions, 
   return {both.cos().to(dtype), both.sin().to(dtype)};
 }
 
-at::Tensor apply_rope(const at::Tensor& x, const RopeAngles& angles) {
+namespace {
+
+at::Tensor rotate_half(const at::Tensor& x) {
   const int64_t half = x.size(-1) / 2;
-  at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-  return x * angles.cos + rotated * angles.sin;
+  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+}  // namespace
+
+at::Tensor apply_rope(const at::Tensor& x, const RopeAngles& angles) {
+  return x * angles.cos + rotate_half(x) * angles.sin;
+}
+
+at::Tensor undo_rope(const at::Tensor& x, const RopeAngles& angles) {
+  return x * angles.cos - rotate_half(x) * angles.sin;
 }
 
 }  // namespace kvforge

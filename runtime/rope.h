@@ -20,5 +20,7 @@ RopeAngles rope_angles(const at::Tensor& inv_freq, const at::Tensor& positions, 
 
 // x: [batch, heads, tokens, head_dim] -> x·cos + rotate_half(x)·sin
 at::Tensor apply_rope(const at::Tensor& x, const RopeAngles& angles);
+// The inverse rotation (x·cos − rotate_half(x)·sin): a rotated query or key back to its position-free form.
+at::Tensor undo_rope(const at::Tensor& x, const RopeAngles& angles);
 
 }  // namespace kvforge

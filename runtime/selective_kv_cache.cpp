@@ -5,14 +5,16 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "runtime/attention_importance.h"
 
 namespace kvforge {
 
 SelectiveKVCache::SelectiveKVCache(std::vector<SelectiveLayerOptions> layers, int64_t batch, int64_t kv_heads,
-                                   int64_t head_dim, const at::TensorOptions& options, int64_t capacity)
-    : capacity_(capacity) {
+                                   int64_t head_dim, const at::TensorOptions& options, int64_t capacity,
+                                   at::Tensor inv_freq)
+    : capacity_(capacity), inv_freq_(std::move(inv_freq)) {
   layers_.resize(layers.size());
   for (size_t i = 0; i < layers.size(); ++i) {
     const SelectiveLayerOptions& layer = layers[i];
@@ -26,6 +28,8 @@ SelectiveKVCache::SelectiveKVCache(std::vector<SelectiveLayerOptions> layers, in
         (layer.decode_keep_fraction > 0 && layer.evict_during_decode))
       throw std::invalid_argument("layer " + std::to_string(i) +
                                   ": decode_keep_fraction must be in [0, 1] and excludes evict_during_decode");
+    if (layer.score == TokenScore::kExpectedAttention && !inv_freq_.defined())
+      throw std::invalid_argument("layer " + std::to_string(i) + ": expected attention needs the model's inv_freq");
     Layer& held = layers_[i];
     held.options = layer;
     held.key_store = at::empty({batch, kv_heads, 0, head_dim}, options);
@@ -174,6 +178,11 @@ void SelectiveKVCache::after_attention(int64_t layer_index, const at::Tensor& qu
       break;
     case TokenScore::kPromptAttention:
       if (first_step) token_scores = received(layer, queries, positions);
+      break;
+    case TokenScore::kExpectedAttention:
+      if (first_step)
+        token_scores = expected_attention_scores(queries, positions, layer.keys, layer.values, layer.positions,
+                                                 inv_freq_, options.expected);
       break;
     case TokenScore::kNewestQueryAttention: {
       // Only the present query counts: a token ignored now goes, however much it was attended to before.

@@ -21,6 +21,7 @@
 
 #include <vector>
 
+#include "runtime/expected_attention.h"
 #include "runtime/kv_cache.h"
 
 namespace kvforge {
@@ -32,6 +33,7 @@ enum class TokenScore {
   kAccumulatedAttention,  // H2O: attention received, summed over every query so far
   kPromptAttention,       // PrefixKV: attention received from every prompt query, chosen once after prefill
   kNewestQueryAttention,  // TOVA: attention from the step's newest query alone, scored afresh every step
+  kExpectedAttention,     // Expected Attention: what the queries still to come are expected to pay, after prefill
 };
 
 struct SelectiveLayerOptions {
@@ -50,14 +52,15 @@ struct SelectiveLayerOptions {
   // tokens are never dropped. Exclusive with evict_during_decode.
   double decode_keep_fraction = 0;
   int64_t decode_protected_tokens = 25;
+  ExpectedAttentionOptions expected;  // kExpectedAttention (its sinks are also sink_tokens, kept)
 };
 
 class SelectiveKVCache : public KVCache {
  public:
   // `capacity`: prompt + new tokens per sequence, as generate() passes it, so the buffers are sized once; 0 = unknown
-  // (they then grow by doubling).
+  // (they then grow by doubling). `inv_freq`: the model's RoPE frequencies, needed by kExpectedAttention only.
   SelectiveKVCache(std::vector<SelectiveLayerOptions> layers, int64_t batch, int64_t kv_heads, int64_t head_dim,
-                   const at::TensorOptions& options, int64_t capacity = 0);
+                   const at::TensorOptions& options, int64_t capacity = 0, at::Tensor inv_freq = at::Tensor());
 
   CachedKV update(int64_t layer, const at::Tensor& keys, const at::Tensor& values,
                   const at::Tensor& positions) override;
@@ -111,6 +114,7 @@ class SelectiveKVCache : public KVCache {
 
   std::vector<Layer> layers_;
   int64_t capacity_ = 0;
+  at::Tensor inv_freq_;
 };
 
 }  // namespace kvforge

@@ -12,6 +12,7 @@
 #include "runtime/generate.h"
 #include "runtime/model_loader.h"
 #include "runtime/quantized_kv_cache.h"
+#include "runtime/rope.h"
 #include "runtime/selective_kv_cache.h"
 #include "tests/test_util.h"
 
@@ -84,7 +85,7 @@ INSTANTIATE_TEST_SUITE_P(
     Policies, FullBudgetIdentity,
     ::testing::Combine(::testing::Values("tiny_base", "qwen3"),
                        ::testing::Values("full", "streaming:window=64", "snapkv:budget=64", "snapkv:budget=1",
-                                         "pyramidkv:budget=1000", "h2o:budget=64", "tova:budget=64", "kivi:bits=2,residual=64",
+                                         "pyramidkv:budget=1000", "h2o:budget=64", "tova:budget=64", "expected:budget=64", "kivi:bits=2,residual=64",
                                          "kivi:bits=4,residual=46", "uniform:budget=1",
                                          "uniform:budget=1,window=8,kernel=3", "uniform:budget=1,per_head=1,window=0")),
     [](const auto& info) {
@@ -424,6 +425,64 @@ TEST(SnapKVPolicy, DecodeCompressionSlidesTheObservationWindowOverGeneratedToken
   // decode=0 (SnapKV's own rule) keeps every generated token.
   const CachePlan prompt_only = plan_cache(parse_policy("snapkv:budget=8,window=3,kernel=3"), config, prompt);
   EXPECT_FALSE(prompt_only.layers[0].evict_during_decode);
+}
+
+// Expected Attention, computed here in float64 from the position-free queries the test drew (not from the rotated ones
+// the cache sees): per KV head the cache keeps the sinks and the keys with the highest expected attention × ‖v‖.
+TEST(ExpectedAttentionPolicy, KeepsWhatTheFutureQueriesAreExpectedToAttendTo) {
+  at::manual_seed(29);
+  const int64_t heads = 4, kv_heads = 2, group = 2, dim = 8, prompt = 30, budget = 10, sink = 2, future = 16;
+  ModelConfig config = testing::tiny_base_model().config;
+  config.num_layers = 1;
+  config.head_dim = dim;
+  const CachePlan plan = plan_cache(parse_policy("expected:budget=10,sink=2,future=16"), config, prompt);
+  const at::Tensor inv_freq = rope_inverse_frequencies(config.rope, dim);
+  SelectiveKVCache cache(plan.layers, 1, kv_heads, dim, at::TensorOptions().dtype(at::kFloat), 0, inv_freq);
+  const auto doubles = at::TensorOptions().dtype(at::kDouble);
+  // Queries with a strong mean and spread, so both terms of the score matter.
+  const at::Tensor plain_q = 3.0 * at::randn({1, heads, prompt, dim}, doubles) + at::randn({1, heads, 1, dim}, doubles);
+  const at::Tensor plain_k = at::randn({1, kv_heads, prompt, dim}, doubles);
+  const at::Tensor values = at::randn({1, kv_heads, prompt, dim}, doubles);
+  const at::Tensor positions = at::arange(prompt, at::kLong).unsqueeze(0);
+  const RopeAngles angles = rope_angles(inv_freq, positions, at::kDouble);
+  const at::Tensor q = apply_rope(plain_q, angles), k = apply_rope(plain_k, angles);
+  cache.update(0, k.to(at::kFloat), values.to(at::kFloat), positions);
+  cache.after_attention(0, q.to(at::kFloat), positions);
+
+  // R(t) as a matrix: pair (i, i + d/2) turned by t·inv_freq[i].
+  auto rotation = [&](int64_t t) {
+    at::Tensor r = at::zeros({dim, dim}, doubles);
+    for (int64_t i = 0; i < dim / 2; ++i) {
+      const double angle = static_cast<double>(t) * inv_freq[i].item<double>();
+      r[i][i] = std::cos(angle), r[i][i + dim / 2] = -std::sin(angle);
+      r[i + dim / 2][i] = std::sin(angle), r[i + dim / 2][i + dim / 2] = std::cos(angle);
+    }
+    return r;
+  };
+  at::Tensor mean_rotation = at::zeros({dim, dim}, doubles);
+  for (int64_t t = prompt; t < prompt + future; ++t) mean_rotation += rotation(t) / static_cast<double>(future);
+  for (int64_t kv = 0; kv < kv_heads; ++kv) {
+    at::Tensor scores = at::zeros({prompt}, doubles);
+    for (int64_t g = 0; g < group; ++g) {
+      const at::Tensor counted = plain_q[0][kv * group + g].narrow(0, sink, prompt - sink);  // [tokens, d]
+      const at::Tensor mu = counted.mean(0), centred = counted - mu;
+      const at::Tensor sigma = at::matmul(centred.t(), centred) / static_cast<double>(prompt - sink);
+      const at::Tensor mu_future = at::matmul(mean_rotation, mu);
+      const at::Tensor sigma_future = at::matmul(mean_rotation, at::matmul(sigma, mean_rotation.t()));
+      const at::Tensor keys = k[0][kv];  // [prompt, d]
+      const at::Tensor logits = at::matmul(keys, mu_future) / std::sqrt(static_cast<double>(dim)) +
+                                (at::matmul(keys, sigma_future) * keys).sum(1) / (2.0 * dim);
+      scores += at::softmax(logits, 0) / static_cast<double>(group);
+    }
+    scores = scores * values[0][kv].norm(2, 1);
+    scores.narrow(0, 0, sink).fill_(std::numeric_limits<double>::infinity());
+    const at::Tensor top = std::get<1>(scores.topk(budget));
+    std::set<int64_t> expected, held;
+    for (int64_t i = 0; i < budget; ++i) expected.insert(top[i].item<int64_t>());
+    const at::Tensor row = cache.positions(0)[0][kv];
+    for (int64_t i = 0; i < row.size(0); ++i) held.insert(row[i].item<int64_t>());
+    EXPECT_EQ(held, expected) << "KV head " << kv;
+  }
 }
 
 TEST(PyramidKVPolicy, BudgetsFallOverLayersAndAverageTheBudget) {
