@@ -453,9 +453,10 @@ TEST(Cli, EveryTrainerAndPolicyRunsOnQwen3) {
     ASSERT_TRUE(std::filesystem::exists(artifact)) << artifact;
     artifacts += " --artifact " + artifact;
   }
-  const std::vector<std::string> free = {"streaming:budget=0.5", "snapkv:budget=0.5", "pyramidkv:budget=0.5",
-                                         "h2o:budget=0.5",       "kivi:bits=2",       "uniform:budget=0.5",
-                                         "heads:sparsity=0.5"};
+  const std::vector<std::string> free = {
+      "streaming:budget=0.5", "snapkv:budget=0.5", "snapkv:budget=0.5,decode=1", "pyramidkv:budget=0.5",
+      "h2o:budget=0.5",       "tova:budget=0.5",   "expected:budget=0.5",        "kivi:bits=2",
+      "uniform:budget=0.5",   "heads:sparsity=0.5"};
   std::string policies;
   for (const std::string& policy : free) policies += " --policy " + policy;
   CommandRun eval = run_kvforge("eval --model " + fixture("qwen3") + " --device cpu" + policies + artifacts +
