@@ -10,6 +10,10 @@
 
 namespace kvforge {
 
+// Floats of Σ'k one slice of keys may form (256 MiB): at once it is batch × heads × slots × head_dim, 8 GiB for 16
+// prompts of 32k at Llama-3.1-8B's shape.
+constexpr int64_t kExpectedAttentionSliceElements = int64_t{1} << 26;
+
 struct ExpectedAttentionOptions {
   int64_t sink_tokens = 4;         // positions below this do not enter the query statistics
   int64_t future_positions = 512;  // the RoPE rotation is averaged over the next this many positions
@@ -20,8 +24,10 @@ struct ExpectedAttentionOptions {
 // queries: [batch, heads, tokens, head_dim] after RoPE; query_positions: [batch, tokens] (-1 = padding, ignored);
 // keys, values: [batch, kv_heads, slots, head_dim] (keys after RoPE); key_positions: [batch, kv_heads, slots]
 // (-1 = empty, scored 0); inv_freq: the model's [head_dim / 2]. Returns [batch, kv_heads, slots] float32.
-at::Tensor expected_attention_scores(const at::Tensor& queries, const at::Tensor& query_positions, const at::Tensor& keys,
-                                     const at::Tensor& values, const at::Tensor& key_positions,
-                                     const at::Tensor& inv_freq, const ExpectedAttentionOptions& options);
+// `slice_elements` bounds the floats of Σ'k formed at once (keys go through in slices of slots, at least one).
+at::Tensor expected_attention_scores(const at::Tensor& queries, const at::Tensor& query_positions,
+                                     const at::Tensor& keys, const at::Tensor& values, const at::Tensor& key_positions,
+                                     const at::Tensor& inv_freq, const ExpectedAttentionOptions& options,
+                                     int64_t slice_elements = kExpectedAttentionSliceElements);
 
 }  // namespace kvforge

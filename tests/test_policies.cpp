@@ -483,6 +483,14 @@ TEST(ExpectedAttentionPolicy, KeepsWhatTheFutureQueriesAreExpectedToAttendTo) {
     for (int64_t i = 0; i < row.size(0); ++i) held.insert(row[i].item<int64_t>());
     EXPECT_EQ(held, expected) << "KV head " << kv;
   }
+  // The scores do not depend on how many keys go through at once.
+  const at::Tensor key_positions = positions.unsqueeze(1).expand({1, kv_heads, prompt});
+  const at::Tensor whole = expected_attention_scores(q.to(at::kFloat), positions, k.to(at::kFloat), values.to(at::kFloat),
+                                                     key_positions, inv_freq, plan.layers[0].expected);
+  const at::Tensor sliced = expected_attention_scores(q.to(at::kFloat), positions, k.to(at::kFloat),
+                                                      values.to(at::kFloat), key_positions, inv_freq,
+                                                      plan.layers[0].expected, /*slice_elements=*/1);
+  EXPECT_TRUE(at::allclose(sliced, whole, 1e-6, 1e-7));
 }
 
 TEST(PyramidKVPolicy, BudgetsFallOverLayersAndAverageTheBudget) {
