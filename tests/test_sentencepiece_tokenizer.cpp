@@ -5,12 +5,10 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
-#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
-#include <sstream>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -25,14 +23,8 @@ using Json = nlohmann::json;
 using Ids = std::vector<int64_t>;
 using Tokens = std::vector<std::string>;
 using testing::fixture;
+using testing::read_file;
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in.good()) << "cannot open " << path;
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 Json fixture_json(const std::string& folder) { return Json::parse(read_file(fixture(folder + "/tokenizer.json"))); }
 

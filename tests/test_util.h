@@ -25,7 +25,7 @@ LoadedModel& tiny_base_model();
 std::string make_temp_dir(const std::string& tag);
 
 void write_file(const std::string& path, const std::string& bytes);
-// The whole file's bytes (empty when it cannot be read, which the comparison then shows).
+// The whole file's bytes; a file that cannot be read fails the test (and gives "").
 std::string read_file(const std::string& path);
 
 // A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it back), or -1.
