@@ -39,22 +39,31 @@ void export_prefixkv(const ExportArgs& args, const Artifact& artifact, const std
   }
 }
 
+// Each format, the file (or, for one per budget, the folder) it writes by default.
+struct ExportFormat {
+  const char* name;
+  const char* default_out;
+  bool folder;
+};
+constexpr ExportFormat kFormats[] = {{"duo-tsv", "full_attention_heads.tsv", false},
+                                     {"rlkv-tsv", "adapter_weights.tsv", false},
+                                     {"prefixkv-json", "confs", true}};
+
 void run_export_command(const ExportArgs& args) {
-  if (args.format != "duo-tsv" && args.format != "rlkv-tsv" && args.format != "prefixkv-json")
+  const ExportFormat* format = nullptr;
+  for (const ExportFormat& known : kFormats)
+    if (args.format == known.name) format = &known;
+  if (format == nullptr)
     fail_input("command line", "--format", "expected duo-tsv, rlkv-tsv or prefixkv-json, got '" + args.format + "'");
   // The output is checked before the artifact is read, so a bad --out fails at once.
-  const bool budgets = args.format == "prefixkv-json";
-  const std::string out = !args.out.empty()          ? args.out
-                          : budgets                  ? "confs"
-                          : args.format == "duo-tsv" ? "full_attention_heads.tsv"
-                                                     : "adapter_weights.tsv";
-  if (budgets) {
+  const std::string out = args.out.empty() ? format->default_out : args.out;
+  if (format->folder) {
     check_output_folder(out, "command line", "--out");
   } else {
     check_output_file(out, "command line", "--out");
   }
   const Artifact artifact = read_artifact(args.artifact);
-  if (budgets) return export_prefixkv(args, artifact, out);
+  if (format->folder) return export_prefixkv(args, artifact, out);
   export_gates(args, artifact, out);
 }
 

@@ -1,3 +1,5 @@
+#include <algorithm>
+
 #include "policies/baselines.h"
 
 namespace kvforge {

@@ -15,10 +15,6 @@
 namespace kvforge {
 namespace {
 
-bool ends_with(const std::string& text, const std::string& suffix) {
-  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // [layers, kv_heads] of tab-separated numbers, as np.savetxt writes them and np.loadtxt reads them.
 at::Tensor read_gate_rows(const std::string& path, const ModelConfig& config) {
   std::ifstream file(path);
@@ -55,11 +51,17 @@ at::Tensor read_gate_rows(const std::string& path, const ModelConfig& config) {
 void read_duo_window(const std::filesystem::path& config_path, Artifact& artifact) {
   if (!std::filesystem::exists(config_path)) return;
   const nlohmann::json config = read_json_file(config_path.string());
-  for (const auto& [key, metric] : {std::pair{"sink_size", "deploy_sink"}, std::pair{"recent_size", "deploy_recent"}}) {
+  struct Field {
+    const char* key;
+    const char* metric;
+    int64_t minimum;  // a streaming head keeps at least its newest token; it may keep no sink
+  };
+  for (const Field& field : {Field{"sink_size", "deploy_sink", 0}, Field{"recent_size", "deploy_recent", 1}}) {
+    const auto& [key, metric, minimum] = field;
     if (!config.is_object() || !config.contains(key)) continue;
     const nlohmann::json& value = config.at(key);
-    if (!value.is_number_integer() || value.get<int64_t>() < (std::string(key) == "sink_size" ? 0 : 1))
-      fail_input(config_path.string(), key, "expected a non-negative integer (a positive one for recent_size)");
+    if (!value.is_number_integer() || value.get<int64_t>() < minimum)
+      fail_input(config_path.string(), key, "expected an integer of at least " + std::to_string(minimum));
     artifact.metrics[metric] = static_cast<double>(value.get<int64_t>());
   }
 }
@@ -107,15 +109,18 @@ std::string short_decimal(double value) {
 
 }  // namespace
 
-bool is_peer_artifact(const std::string& path) { return ends_with(path, ".tsv") || ends_with(path, ".json"); }
+bool is_peer_artifact(const std::string& path) {
+  const std::filesystem::path extension = std::filesystem::path(path).extension();
+  return extension == ".tsv" || extension == ".json";
+}
 
 Artifact read_peer_artifact(const std::string& path, const ModelConfig& config) {
-  if (ends_with(path, ".json")) return read_prefixkv_budgets(path, config);
+  const std::filesystem::path file(path);
+  if (file.extension() == ".json") return read_prefixkv_budgets(path, config);
   Artifact artifact;
   artifact.path = path;
   artifact.model = ModelFingerprint::of(config);
   artifact.tensors["gates"] = read_gate_rows(path, config);
-  const std::filesystem::path file(path);
   if (file.filename() == "adapter_weights.tsv") {
     artifact.method = kRlkvMethod;
   } else {

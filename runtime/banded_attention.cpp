@@ -16,16 +16,15 @@ at::Tensor banded_attention(const at::Tensor& q, const at::Tensor& keys, const a
     return masked_attention(q, keys, values, attention_mask(query_positions, key_positions, 0, sink, window));
 
   const int64_t blocks = (tokens + block - 1) / block, padded = blocks * block;
-  const int64_t before = window - 1,
-                band = block + before;        // a block's chunk slots: window − 1 before it, then its own
-  auto by_block = [&](const at::Tensor& t) {  // [batch, n, padded, d] -> [batch * blocks, n, block, d]
-    return t.view({batch, t.size(1), blocks, block, t.size(3)})
-        .transpose(1, 2)
-        .reshape({batch * blocks, t.size(1), block, t.size(3)});
-  };
-  const at::Tensor block_q = by_block(at::constant_pad_nd(q, {0, 0, 0, padded - tokens}));  // [batch * blocks, ...]
-  const at::Tensor block_query_positions =
-      at::constant_pad_nd(query_positions, {0, padded - tokens}, -1).view({batch * blocks, block});
+  // A block's chunk slots: window − 1 before it, then its own.
+  const int64_t before = window - 1, band = block + before;
+  // Queries by block ([batch, blocks, heads, block, d] and [batch, blocks, block]), not regathered: each slice below
+  // copies only its own blocks.
+  const at::Tensor queries = at::constant_pad_nd(q, {0, 0, 0, padded - tokens})
+                                 .reshape({batch, heads, blocks, block, head_dim})
+                                 .transpose(1, 2);
+  const at::Tensor query_positions_by_block =
+      at::constant_pad_nd(query_positions, {0, padded - tokens}, -1).view({batch, blocks, block});
 
   const at::Tensor chunk_keys = keys.narrow(2, prior, tokens), chunk_values = values.narrow(2, prior, tokens);
   const at::Tensor chunk_positions = key_positions.narrow(1, prior, tokens);
@@ -54,9 +53,7 @@ at::Tensor banded_attention(const at::Tensor& q, const at::Tensor& keys, const a
   const at::Tensor key_bands = bands(chunk_keys), value_bands = bands(chunk_values);
   const at::Tensor sink_keys = chunk_keys.gather(2, sink_rows), sink_values = chunk_values.gather(2, sink_rows);
   const at::Tensor held_positions = key_positions.narrow(1, 0, prior);
-  // Queries by block: [batch, blocks, heads, block, d]; outputs land in the same layout.
-  const at::Tensor queries = block_q.view({batch, blocks, heads, block, head_dim});
-  const at::Tensor query_positions_by_block = block_query_positions.view({batch, blocks, block});
+  // Outputs in the queries' block layout: [batch, blocks, heads, block, d].
   at::Tensor out = at::empty({batch, blocks, heads, block, head_dim}, q.options());
   for (int64_t first_block = 0; first_block < blocks; first_block += blocks_per_slice) {
     const int64_t count = std::min(blocks_per_slice, blocks - first_block);

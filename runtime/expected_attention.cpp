@@ -7,6 +7,7 @@
 #include "runtime/rope.h"
 
 namespace kvforge {
+
 at::Tensor expected_attention_scores(const at::Tensor& queries, const at::Tensor& query_positions,
                                      const at::Tensor& keys, const at::Tensor& values, const at::Tensor& key_positions,
                                      const at::Tensor& inv_freq, const ExpectedAttentionOptions& options,
@@ -44,19 +45,19 @@ at::Tensor expected_attention_scores(const at::Tensor& queries, const at::Tensor
                                              .view({batch, kv_heads, group, head_dim, head_dim});
     // kᵀΣ'k for every held key and query head: [batch, kv_heads, group, slots], a slice of slots at a time.
     at::Tensor spread = at::empty({batch, kv_heads, group, slots}, floats);
-    const int64_t per_slice = std::max<int64_t>(slice_elements / std::max<int64_t>(batch * heads * head_dim, 1), 1);
+    const int64_t per_slice = std::max<int64_t>(slice_elements / (batch * heads * head_dim), 1);
     for (int64_t first = 0; first < slots; first += per_slice) {
-      const int64_t count = std::min(per_slice, slots - first);
-      const at::Tensor slice = grouped_keys.narrow(3, first, count);
-      spread.narrow(3, first, count).copy_((at::matmul(slice, future_covariance) * slice).sum(-1));
+      const int64_t taken = std::min(per_slice, slots - first);
+      const at::Tensor slice = grouped_keys.narrow(3, first, taken);
+      spread.narrow(3, first, taken).copy_((at::matmul(slice, future_covariance) * slice).sum(-1));
     }
     logits = logits + spread / (2.0 * static_cast<double>(head_dim));
   }
-  const at::Tensor empty = (key_positions < 0).unsqueeze(2);
-  logits = logits.masked_fill(empty, -std::numeric_limits<double>::infinity());
+  const at::Tensor empty = key_positions < 0;  // [batch, kv_heads, slots]
+  logits = logits.masked_fill(empty.unsqueeze(2), -std::numeric_limits<double>::infinity());
   at::Tensor scores = at::softmax(logits, -1).mean(2);  // [batch, kv_heads, slots]
   if (options.use_value_norm) scores = scores * values.to(at::kFloat).norm(2, -1);
-  return scores.masked_fill(key_positions < 0, 0.0);
+  return scores.masked_fill(empty, 0.0);
 }
 
 }  // namespace kvforge

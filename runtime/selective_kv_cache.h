@@ -2,9 +2,11 @@
 // A KV cache that keeps a bounded set of tokens per layer and KV head: the first `sink_tokens`
 // positions and the `recent_tokens` newest ones always, the rest by a score. It covers StreamingLLM
 // (no score: sink + recent window), SnapKV and PyramidKV (scores from the prompt's last queries,
-// pooled, chosen once after prefill), H2O (attention accumulated over every step, evicted as it
-// decodes), TOVA (the newest query's attention, averaged over the layer's heads, evicted as it decodes) and PrefixKV
-// (attention from every prompt query, one token set per layer, a budget that grows with the sequence). Each head may choose its own tokens, so positions are per head.
+// pooled, chosen once after prefill, or at every step when they evict while decoding), H2O (attention
+// accumulated over every step, evicted as it decodes), TOVA (the newest query's attention, averaged over the
+// layer's heads, evicted as it decodes), Expected Attention (what future queries are expected to pay, chosen
+// once after prefill) and PrefixKV (attention from every prompt query, one token set per layer, a budget that
+// grows with the sequence). Each head may choose its own tokens, so positions are per head.
 //
 // Prefill attends over the whole prompt (as SnapKV, PyramidKV and H2O define it) except for streaming
 // layers, whose prefill already uses the sink + window mask; eviction happens in after_attention, so
