@@ -40,6 +40,7 @@ struct GenerateBenchArgs {
   std::vector<int64_t> batches{1, 4, 16};
   std::vector<int64_t> lengths{8192, 32768};
   int64_t new_tokens = 32;
+  std::vector<int64_t> cuda_graph{0};  // decode modes per cell: 1 = steps replayed from a CUDA graph, 0 = eager
   uint64_t seed = 0;
   std::string out;  // JSON report; empty = the table only
   std::string command_line;
@@ -145,14 +146,16 @@ void run_generate_bench(const GenerateBenchArgs& args) {
   report["copy_bytes_per_second"] = copy_bps;
   report["new_tokens"] = args.new_tokens;
   report["note"] =
-      "ttft_ms: prompt in, first token chosen (prefill); tpot_ms: each later step; kv_bytes: the cache's allocations "
+      "ttft_ms: prompt in, first token chosen (prefill); tpot_ms: each later step (with a CUDA graph, the first of "
+      "them "
+      "also captures it); graph_decode: the steps replayed a captured graph; kv_bytes: the cache's allocations "
       "at their largest; peaks: the caching allocator's over the cell, weights included; roofline_ms: (weight_bytes + "
       "kv_bytes) / copy_bytes_per_second, the least a decode step that reads both once can take";
   report["cells"] = nlohmann::json::array();
   std::printf("%s; copy %.0f GB/s; weights %.0f MiB (%s)\n", card.c_str(), copy_bps / 1e9, weight_bytes / 1048576.0,
               weights.c_str());
-  std::printf("%-28s %5s %7s | %9s %8s %9s | %9s %10s %10s | %9s %6s\n", "policy", "batch", "tokens", "TTFT ms",
-              "TPOT ms", "tok/s", "KV MiB", "peak MiB", "rsrv MiB", "roof ms", "roof%");
+  std::printf("%-28s %5s %7s %5s | %9s %8s %9s | %9s %10s %10s | %9s %6s\n", "policy", "batch", "tokens", "graph",
+              "TTFT ms", "TPOT ms", "tok/s", "KV MiB", "peak MiB", "rsrv MiB", "roof ms", "roof%");
 
   for (const PolicySpec& policy : policies) {
     {  // Warm-up (kernels, cuBLAS handles, the allocator's first blocks) outside the timed cells.
@@ -164,46 +167,53 @@ void run_generate_bench(const GenerateBenchArgs& args) {
                warm.prefill);
     }
     for (int64_t length : args.lengths) {
-      for (int64_t batch : args.batches) {
-        nlohmann::json cell = {{"policy", policy.label}, {"batch", batch}, {"prompt_tokens", length}};
-        c10::cuda::CUDACachingAllocator::emptyCache();
-        c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
-        try {
-          eval::CellRunner runner = eval::cell_runner(model, &policy, length);
-          eval::AttachedLinearization attached(runner);
-          GenerationOptions options;
-          options.max_new_tokens = args.new_tokens;
-          const GenerationResult result =
-              generate(runner.model, random_prompts(batch, length, config.vocab_size, args.seed + length + batch),
-                       options, nullptr, runner.cache, runner.prefill);
-          const MemoryPeaks peaks = memory_peaks(device.index());
-          const double steps = static_cast<double>(args.new_tokens - 1);
-          const double tpot_ms = steps > 0 ? result.decode_seconds * 1e3 / steps : 0.0;
-          const double roofline_ms = static_cast<double>(weight_bytes + result.peak_cache_bytes) / copy_bps * 1e3;
-          cell["ttft_ms"] = result.prefill_seconds * 1e3;
-          cell["tpot_ms"] = tpot_ms;
-          cell["decode_tokens_per_s"] = result.decode_seconds > 0 ? result.decode_tokens / result.decode_seconds : 0.0;
-          cell["kv_bytes"] = result.peak_cache_bytes;
-          cell["peak_allocated_bytes"] = peaks.allocated;
-          cell["peak_reserved_bytes"] = peaks.reserved;
-          cell["roofline_ms"] = roofline_ms;
-          cell["roofline_fraction"] = tpot_ms > 0 ? roofline_ms / tpot_ms : 0.0;
-          std::printf("%-28s %5lld %7lld | %9.1f %8.2f %9.1f | %9.0f %10.0f %10.0f | %9.2f %5.1f%%\n",
-                      policy.label.c_str(), static_cast<long long>(batch), static_cast<long long>(length),
-                      result.prefill_seconds * 1e3, tpot_ms, cell["decode_tokens_per_s"].get<double>(),
-                      result.peak_cache_bytes / 1048576.0, peaks.allocated / 1048576.0, peaks.reserved / 1048576.0,
-                      roofline_ms, 100.0 * cell["roofline_fraction"].get<double>());
-        } catch (const c10::OutOfMemoryError& error) {
-          std::string what = error.what_without_backtrace();
-          what = what.substr(0, what.find('\n'));
-          cell["error"] = "out of memory: " + what;
-          std::printf("%-28s %5lld %7lld | out of memory\n", policy.label.c_str(), static_cast<long long>(batch),
-                      static_cast<long long>(length));
+      for (int64_t batch : args.batches)
+        for (int64_t graph : args.cuda_graph) {
+          nlohmann::json cell = {
+              {"policy", policy.label}, {"batch", batch}, {"prompt_tokens", length}, {"cuda_graph", graph != 0}};
+          c10::cuda::CUDACachingAllocator::emptyCache();
+          c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+          try {
+            eval::CellRunner runner = eval::cell_runner(model, &policy, length);
+            eval::AttachedLinearization attached(runner);
+            GenerationOptions options;
+            options.max_new_tokens = args.new_tokens;
+            options.cuda_graph = graph != 0;
+            const GenerationResult result =
+                generate(runner.model, random_prompts(batch, length, config.vocab_size, args.seed + length + batch),
+                         options, nullptr, runner.cache, runner.prefill);
+            const MemoryPeaks peaks = memory_peaks(device.index());
+            const double steps = static_cast<double>(args.new_tokens - 1);
+            const double tpot_ms = steps > 0 ? result.decode_seconds * 1e3 / steps : 0.0;
+            const double roofline_ms = static_cast<double>(weight_bytes + result.peak_cache_bytes) / copy_bps * 1e3;
+            cell["graph_decode"] = result.graph_decode;  // false where the layout decodes eagerly
+            cell["ttft_ms"] = result.prefill_seconds * 1e3;
+            cell["tpot_ms"] = tpot_ms;
+            cell["decode_tokens_per_s"] =
+                result.decode_seconds > 0 ? result.decode_tokens / result.decode_seconds : 0.0;
+            cell["kv_bytes"] = result.peak_cache_bytes;
+            cell["peak_allocated_bytes"] = peaks.allocated;
+            cell["peak_reserved_bytes"] = peaks.reserved;
+            cell["roofline_ms"] = roofline_ms;
+            cell["roofline_fraction"] = tpot_ms > 0 ? roofline_ms / tpot_ms : 0.0;
+            std::printf("%-28s %5lld %7lld %5s | %9.1f %8.2f %9.1f | %9.0f %10.0f %10.0f | %9.2f %5.1f%%\n",
+                        policy.label.c_str(), static_cast<long long>(batch), static_cast<long long>(length),
+                        result.graph_decode ? "yes" : "no", result.prefill_seconds * 1e3, tpot_ms,
+                        cell["decode_tokens_per_s"].get<double>(), result.peak_cache_bytes / 1048576.0,
+                        peaks.allocated / 1048576.0, peaks.reserved / 1048576.0, roofline_ms,
+                        100.0 * cell["roofline_fraction"].get<double>());
+          } catch (const c10::OutOfMemoryError& error) {
+            std::string what = error.what_without_backtrace();
+            what = what.substr(0, what.find('\n'));
+            cell["error"] = "out of memory: " + what;
+            std::printf("%-28s %5lld %7lld %5s | out of memory\n", policy.label.c_str(), static_cast<long long>(batch),
+                        static_cast<long long>(length), graph != 0 ? "asked" : "no");
+          }
+          std::fflush(stdout);
+          report["cells"].push_back(cell);
+          if (!args.out.empty())
+            write_text_atomically(args.out, report.dump(1) + "\n");  // a killed run keeps its cells
         }
-        std::fflush(stdout);
-        report["cells"].push_back(cell);
-        if (!args.out.empty()) write_text_atomically(args.out, report.dump(1) + "\n");  // a killed run keeps its cells
-      }
     }
   }
   if (!args.out.empty()) std::printf("report: %s\n", args.out.c_str());
@@ -228,6 +238,11 @@ void add_generate_bench(CLI::App& bench) {
   command->add_option("--batch", args->batches, "batch sizes")->delimiter(',');
   command->add_option("--lengths", args->lengths, "prompt tokens per sequence")->delimiter(',');
   command->add_option("--new-tokens", args->new_tokens, "tokens generated per sequence (the first is the TTFT's)");
+  command
+      ->add_option("--cuda-graph", args->cuda_graph,
+                   "decode modes to run each cell in: 1 = steps replayed from a CUDA graph where the layout allows, "
+                   "0 = eager steps (the default; 0,1 for both)")
+      ->delimiter(',');
   command->add_option("--seed", args->seed, "seed of the random weights and prompts");
   command->add_option("--out", args->out, "JSON report (written after every cell)");
   command->callback([args, command] {
@@ -238,6 +253,8 @@ void add_generate_bench(CLI::App& bench) {
       if (batch < 1) fail_input("command line", "--batch", "sizes >= 1, got " + std::to_string(batch));
     for (int64_t length : args->lengths)
       if (length < 1) fail_input("command line", "--lengths", "lengths >= 1, got " + std::to_string(length));
+    for (int64_t graph : args->cuda_graph)
+      if (graph != 0 && graph != 1) fail_input("command line", "--cuda-graph", "0 or 1, got " + std::to_string(graph));
     std::ostringstream line;
     line << "kvforge bench generate";
     for (const CLI::Option* option : command->get_options())

@@ -1,9 +1,12 @@
 #include "runtime/generate.h"
 
+#include <torch/utils.h>
+
 #include <algorithm>
 #include <chrono>
 #include <stdexcept>
-#include <torch/utils.h>
+
+#include "runtime/decode_graph.h"
 
 #ifdef KVFORGE_HAVE_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -88,6 +91,7 @@ GenerationResult generate(Transformer& model, const std::vector<std::vector<int6
   for (int64_t b = 0; b < batch; ++b) next_position[b] = static_cast<int64_t>(prompts[b].size());
   std::vector<bool> done(batch, false);
   Sampler sampler(options.sampling);
+  std::unique_ptr<FixedShapeDecode> fixed_shape;
 
   auto start = std::chrono::steady_clock::now();
   // Prompts of one length have no padding: every row's positions are 0, 1, ..., so the prompt attends under a plain
@@ -134,9 +138,15 @@ GenerationResult generate(Transformer& model, const std::vector<std::vector<int6
     }
     result.peak_cache_bytes = std::max(result.peak_cache_bytes, cache->bytes());
     if (std::all_of(done.begin(), done.end(), [](bool d) { return d; }) || step + 1 == options.max_new_tokens) break;
+    // After the prompt is in, the cache readies its buffers for the steps still to come, if its layout can.
+    if (step == 0 && (options.fixed_shape_decode || options.cuda_graph))
+      fixed_shape = FixedShapeDecode::create(model, *cache, batch, options.max_new_tokens - 1, options.cuda_graph);
     // Finished sequences keep stepping with a padding token at position -1 (masked everywhere).
-    logits = model->forward(next_ids.to(device), next_positions.to(device), cache.get(), /*last_only=*/true);
+    logits = fixed_shape ? fixed_shape->step(next_ids, next_positions)
+                         : model->forward(next_ids.to(device), next_positions.to(device), cache.get(),
+                                          /*last_only=*/true);
   }
+  result.graph_decode = fixed_shape && fixed_shape->captured();
   synchronize(device);
   result.decode_seconds = seconds_since(start);
   return result;

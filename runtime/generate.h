@@ -18,6 +18,12 @@ struct GenerationOptions {
   SamplingOptions sampling;
   std::vector<int64_t> eos_token_ids;     // finishing tokens (kept in the output)
   std::vector<std::string> stop_strings;  // need a tokenizer; the text stops after the first match
+  // Decode steps over fixed-shape buffers where the cache's layout allows (KVCache::begin_fixed_shape_decode), the same
+  // logits as eager steps; with cuda_graph, on CUDA, replayed from one captured graph (runtime/decode_graph) instead of
+  // the host launching every kernel of every step. Off by default until a GPU run has checked the graph path
+  // (tests/test_decode_graph.cpp, DecodeGraph.*); `kvforge bench generate --cuda-graph 1` turns it on.
+  bool fixed_shape_decode = false;
+  bool cuda_graph = false;  // implies fixed_shape_decode
 };
 
 enum class FinishReason { kLength, kEos, kStopString };
@@ -34,6 +40,7 @@ struct GenerationResult {
   double decode_seconds = 0.0;      // the remaining steps
   int64_t decode_tokens = 0;        // tokens produced after the first, over all sequences
   int64_t peak_cache_bytes = 0;
+  bool graph_decode = false;  // decode steps after the first replayed a captured CUDA graph
 };
 
 // Builds the KV cache for a batch; generate() calls it with (batch, capacity) so callers can swap layouts.

@@ -1,6 +1,7 @@
 #include "runtime/kv_cache.h"
 
 #include <algorithm>
+#include <stdexcept>
 
 namespace kvforge {
 
@@ -35,6 +36,14 @@ CachedKV FullKVCache::update(int64_t layer_index, const at::Tensor& keys, const 
                              const at::Tensor& positions) {
   Layer& layer = layers_.at(layer_index);
   const int64_t new_tokens = keys.size(2);
+  if (next_slot_.defined()) {
+    if (new_tokens != 1) throw std::logic_error("FullKVCache: a fixed-shape decode step takes one token");
+    layer.keys.index_copy_(2, next_slot_, keys);
+    layer.values.index_copy_(2, next_slot_, values);
+    layer.positions.index_copy_(1, next_slot_, positions);
+    if (layer_index + 1 == static_cast<int64_t>(layers_.size())) next_slot_.add_(1);
+    return {layer.keys, layer.values, layer.positions};
+  }
   grow(layer, layer.length + new_tokens);
   layer.keys.narrow(2, layer.length, new_tokens).copy_(keys);
   layer.values.narrow(2, layer.length, new_tokens).copy_(values);
@@ -42,6 +51,27 @@ CachedKV FullKVCache::update(int64_t layer_index, const at::Tensor& keys, const 
   layer.length += new_tokens;
   return {layer.keys.narrow(2, 0, layer.length), layer.values.narrow(2, 0, layer.length),
           layer.positions.narrow(1, 0, layer.length)};
+}
+
+bool FullKVCache::begin_fixed_shape_decode(int64_t steps) {
+  if (layers_.empty()) return false;
+  const int64_t length = layers_.front().length;
+  for (Layer& layer : layers_) {
+    if (layer.length != length) return false;
+    grow(layer, length + steps);
+    // Every step reads the slots still to come too, masked by their position -1: zeros, so that a weight of 0 never
+    // meets a NaN left in uninitialised memory (0 × NaN would reach the output).
+    const int64_t unfilled = layer.keys.size(2) - length;
+    layer.keys.narrow(2, length, unfilled).zero_();
+    layer.values.narrow(2, length, unfilled).zero_();
+    layer.positions.narrow(1, length, unfilled).fill_(-1);
+  }
+  next_slot_ = at::full({1}, length, layers_.front().positions.options());
+  return true;
+}
+
+void FullKVCache::fixed_shape_step_done() {
+  for (Layer& layer : layers_) ++layer.length;
 }
 
 int64_t FullKVCache::bytes() const {

@@ -55,6 +55,14 @@ class KVCache {
   virtual int64_t length(int64_t layer) const = 0;
   // Bytes of device memory this cache holds for keys and values right now (allocations, not a formula).
   virtual int64_t bytes() const = 0;
+
+  // Fixed-shape decode, what runtime/decode_graph captures in a CUDA graph. A layout that supports it returns true
+  // and, for the next `steps` one-token update()s, writes where its own device-side state says and returns tensors of
+  // the same shape and address every time, deciding nothing on the host. A replayed graph calls no update(), so the
+  // decoder reports every step that ran with fixed_shape_step_done(), which keeps the host's counts (length()) true.
+  // Layouts that cannot return false and keep decoding as before.
+  virtual bool begin_fixed_shape_decode(int64_t /*steps*/) { return false; }
+  virtual void fixed_shape_step_done() {}
 };
 
 // The full layout: every token of every head, in preallocated buffers that grow by doubling.
@@ -69,6 +77,10 @@ class FullKVCache : public KVCache {
   int64_t length(int64_t layer) const override { return layers_[layer].length; }
   int64_t bytes() const override;
   int64_t capacity(int64_t layer) const { return layers_[layer].keys.size(2); }
+  // Every step then writes at one device-side slot index and returns the whole capacity, the slots still to come at
+  // position -1 (masked) and zero.
+  bool begin_fixed_shape_decode(int64_t steps) override;
+  void fixed_shape_step_done() override;
 
  private:
   struct Layer {
@@ -80,6 +92,7 @@ class FullKVCache : public KVCache {
   void grow(Layer& layer, int64_t needed);
 
   std::vector<Layer> layers_;
+  at::Tensor next_slot_;  // [1] int64 on the device: the fixed-shape step's slot, advanced after the last layer
 };
 
 }  // namespace kvforge

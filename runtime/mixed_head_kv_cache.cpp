@@ -75,7 +75,13 @@ CachedKV MixedHeadKVCache::update(int64_t layer_index, const at::Tensor& keys, c
     layer.values.scatter_(2, rows, at::where(stepping_rows, streaming_values, layer.values.gather(2, rows)));
     layer.positions.scatter_(1, slots, at::where(stepping, positions, layer.positions.gather(1, slots)));
     parts->push_back({layer.keys, layer.values, layer.positions, layer.streaming_list});
-    if (decode_query_heads_ > 0 && kernels::decode_by_head_supported(*parts, decode_query_heads_)) ++kernel_steps_;
+    if (decode_query_heads_ > 0 && kernels::decode_by_head_supported(*parts, decode_query_heads_)) {
+      // A replayed graph calls no update(): fixed-shape steps are counted as they are reported done.
+      if (fixed_shape_)
+        layer.decodes_by_kernel = true;
+      else
+        ++kernel_steps_;
+    }
   }
   kv.head_parts = std::move(parts);
   return kv;
@@ -106,6 +112,20 @@ void MixedHeadKVCache::write_chunk(Layer& layer) const {
   const at::Tensor written_rows = written.view({batch, 1, ring, 1});
   layer.keys = at::where(written_rows, layer.chunk_keys.gather(2, rows), layer.keys);
   layer.values = at::where(written_rows, layer.chunk_values.gather(2, rows), layer.values);
+}
+
+bool MixedHeadKVCache::begin_fixed_shape_decode(int64_t steps) {
+  for (Layer& layer : layers_)
+    if (layer.full && !layer.full->begin_fixed_shape_decode(steps)) return false;
+  fixed_shape_ = true;
+  return true;
+}
+
+void MixedHeadKVCache::fixed_shape_step_done() {
+  for (Layer& layer : layers_) {
+    if (layer.full) layer.full->fixed_shape_step_done();
+    if (layer.decodes_by_kernel) ++kernel_steps_;
+  }
 }
 
 int64_t MixedHeadKVCache::length(int64_t layer_index) const {

@@ -33,6 +33,9 @@ class MixedHeadKVCache : public KVCache {
   void after_attention(int64_t layer, const at::Tensor& queries, const at::Tensor& positions) override;
   int64_t length(int64_t layer) const override;
   int64_t bytes() const override;
+  // The full heads' stores go fixed-shape (FullKVCache's); the ring already is.
+  bool begin_fixed_shape_decode(int64_t steps) override;
+  void fixed_shape_step_done() override;
 
   int64_t streaming_slots(int64_t layer) const;           // ring slots of a streaming head of `layer` (0 without any)
   int64_t kernel_steps() const { return kernel_steps_; }  // layer-steps attended by decode_attention_by_head
@@ -46,6 +49,7 @@ class MixedHeadKVCache : public KVCache {
     at::Tensor positions;                            // [batch, sink + recent], -1 = empty
     // A prompt chunk's streaming keys, values and positions, written into the ring once its queries attended.
     at::Tensor chunk_keys, chunk_values, chunk_positions;
+    bool decodes_by_kernel = false;  // a fixed-shape step of this layer goes to decode_attention_by_head
   };
   // Ring slot of each position (>= 0).
   at::Tensor ring_slots(const at::Tensor& positions) const;
@@ -56,6 +60,7 @@ class MixedHeadKVCache : public KVCache {
   int64_t sink_tokens_, recent_tokens_;
   int64_t decode_query_heads_;
   int64_t kernel_steps_ = 0;
+  bool fixed_shape_ = false;
 };
 
 }  // namespace kvforge

@@ -103,7 +103,7 @@ CachedKV SelectiveKVCache::update(int64_t layer_index, const at::Tensor& keys, c
   const at::Tensor head_positions = positions.unsqueeze(1).expand({batch, kv_heads, new_tokens});
   if (layer.pending) store(layer, layer.keys, layer.values, layer.positions, layer.scores, new_tokens);
   const bool first_chunk = !layer.prompt_done && layer.length == 0;
-  if (layer.prompt_done) layer.decode_tokens += new_tokens;
+  if (layer.prompt_done && !fixed_shape_) layer.decode_tokens += new_tokens;  // fixed-shape steps: as they are done
   if (first_chunk) {
     // Attended and scored where it lies; after_attention stores what survives.
     layer.pending = true;
@@ -114,6 +114,13 @@ CachedKV SelectiveKVCache::update(int64_t layer_index, const at::Tensor& keys, c
     layer.scores = at::zeros({batch, kv_heads, new_tokens}, layer.score_store.options());
   } else if (new_tokens == 1 && layer.length == layer.options.budget_tokens && replaces_before_attention(layer)) {
     replace_oldest(layer, keys, values, head_positions);
+  } else if (layer.next_slot.defined()) {
+    layer.key_store.index_copy_(2, layer.next_slot, keys);
+    layer.value_store.index_copy_(2, layer.next_slot, values);
+    layer.position_store.index_copy_(2, layer.next_slot, head_positions);
+    layer.next_slot.add_(1);
+    CachedKV kv{layer.key_store, layer.value_store, layer.position_store};
+    return kv;
   } else {
     reserve(layer, layer.length + new_tokens);
     layer.key_store.narrow(2, layer.length, new_tokens).copy_(keys);
@@ -205,8 +212,14 @@ void SelectiveKVCache::after_attention(int64_t layer_index, const at::Tensor& qu
           newest = newest.narrow(2, newest.size(2) - kept, kept);
           newest_positions = newest_positions.narrow(1, newest_positions.size(1) - kept, kept);
         }
-        layer.window_queries = newest.contiguous();
-        layer.window_positions = newest_positions.contiguous();
+        // In place once the window is full, so a captured decode step reads and writes the same buffers every time.
+        if (layer.window_queries.defined() && layer.window_queries.sizes() == newest.sizes()) {
+          layer.window_queries.copy_(newest);
+          layer.window_positions.copy_(newest_positions);
+        } else {
+          layer.window_queries = newest.contiguous();
+          layer.window_positions = newest_positions.contiguous();
+        }
       }
       token_scores = pooled_votes(layer, newest, newest_positions);
       break;
@@ -308,6 +321,44 @@ void SelectiveKVCache::evict_one_in_place(Layer& layer, const at::Tensor& token_
   layer.position_store.narrow(2, last, 1).fill_(-1);
   layer.length = last;
   refresh_views(layer);
+}
+
+int SelectiveKVCache::fixed_shape_kind(const Layer& layer) {
+  const SelectiveLayerOptions& options = layer.options;
+  if (!layer.prompt_done || layer.pending || options.decode_keep_fraction > 0) return 0;
+  if (options.evict_during_decode) return layer.length == options.budget_tokens ? 1 : 0;
+  // Growing: only scores that are done with once the prompt is in (the stores are not re-ranked while decoding).
+  const bool prompt_only = options.score == TokenScore::kNone || options.score == TokenScore::kObservationWindow ||
+                           options.score == TokenScore::kPromptAttention ||
+                           options.score == TokenScore::kExpectedAttention;
+  return prompt_only ? 2 : 0;
+}
+
+bool SelectiveKVCache::begin_fixed_shape_decode(int64_t steps) {
+  for (const Layer& layer : layers_)
+    if (fixed_shape_kind(layer) == 0) return false;
+  for (Layer& layer : layers_) {
+    if (fixed_shape_kind(layer) != 2) continue;
+    reserve(layer, layer.length + steps);
+    // Every step reads the slots still to come, masked by position -1: zeros, as FullKVCache's.
+    const int64_t unfilled = layer.key_store.size(2) - layer.length;
+    layer.key_store.narrow(2, layer.length, unfilled).zero_();
+    layer.value_store.narrow(2, layer.length, unfilled).zero_();
+    layer.position_store.narrow(2, layer.length, unfilled).fill_(-1);
+    layer.score_store.narrow(2, layer.length, unfilled).zero_();
+    layer.next_slot = at::full({1}, layer.length, layer.position_store.options());
+  }
+  fixed_shape_ = true;
+  return true;
+}
+
+void SelectiveKVCache::fixed_shape_step_done() {
+  for (Layer& layer : layers_) {
+    ++layer.decode_tokens;
+    if (!layer.next_slot.defined()) continue;
+    ++layer.length;
+    refresh_views(layer);
+  }
 }
 
 int64_t SelectiveKVCache::bytes() const {

@@ -69,6 +69,13 @@ class SelectiveKVCache : public KVCache {
   void after_attention(int64_t layer, const at::Tensor& queries, const at::Tensor& positions) override;
   int64_t length(int64_t layer) const override { return layers_.at(layer).keys.size(2); }
   int64_t bytes() const override;
+  // Fixed-shape decode once the prompt is in, where every layer either keeps its budget by evicting one token per
+  // step (it already holds the budget: each step then appends into and evicts from the same slots) or keeps every
+  // generated token without scoring it (each step writes at a device-side slot and the whole store is returned, the
+  // slots still to come at position -1). PrefixKV's fixed-index rule and layers still below their budget decode as
+  // before.
+  bool begin_fixed_shape_decode(int64_t steps) override;
+  void fixed_shape_step_done() override;
   // Slots `layer`'s buffers can hold before they must grow (0 before the prompt is in).
   int64_t slot_capacity(int64_t layer) const;
 
@@ -94,6 +101,7 @@ class SelectiveKVCache : public KVCache {
     int64_t prompt_tokens = 0;  // tokens of the first chunk
     int64_t prompt_kept = 0;    // slots held right after the prompt's eviction
     int64_t decode_tokens = 0;  // tokens added after the prompt
+    at::Tensor next_slot;       // [1] int64 on the device: a growing layer's fixed-shape write slot (else undefined)
   };
   at::Tensor received(const Layer& layer, const at::Tensor& queries, const at::Tensor& query_positions) const;
   // SnapKV's votes from `queries`, averaged over `pool_kernel` neighbouring positions (slots need not be in order).
@@ -114,7 +122,11 @@ class SelectiveKVCache : public KVCache {
   // Slots a layer needs beside the `kept` it holds: up to budget + 1 when every step evicts, else the tokens to come.
   int64_t decode_room(const Layer& layer, int64_t kept) const;
 
+  // Whether a layer's decode steps can run with fixed shapes: 1 evicting at its budget, 2 growing, 0 neither.
+  static int fixed_shape_kind(const Layer& layer);
+
   std::vector<Layer> layers_;
+  bool fixed_shape_ = false;
   int64_t capacity_ = 0;
   at::Tensor inv_freq_;
 };
