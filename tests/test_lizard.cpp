@@ -123,7 +123,10 @@ TEST(Lizard, GatesOfOneGiveUngatedLinearAttentionPlusTheWindow) {
   HybridInputs window_only = in;
   window_only.query_features = at::zeros_like(in.query_features);  // the linear branch silenced
   const at::Tensor expected = linear + hybrid_attention_quadratic(window_only, config);
-  EXPECT_LT(max_difference(hybrid_attention_chunked(in, config, 8), expected), 1e-10);
+  // float64, relative to the outputs' size: a small linear denominator makes some of them large, and the chunked and
+  // prefix-sum orders of summation differ (1.3e-9 absolute seen on a clean CI run).
+  const double scale = expected.abs().max().item<double>();
+  EXPECT_LT(max_difference(hybrid_attention_chunked(in, config, 8), expected) / scale, 1e-8);
   // ... and real gates change the answer.
   EXPECT_GT(max_difference(hybrid_attention_chunked(random_inputs(shapes, at::kDouble, 4), config, 8), expected), 1e-3);
 }
