@@ -147,8 +147,7 @@ void run_generate_bench(const GenerateBenchArgs& args) {
   report["new_tokens"] = args.new_tokens;
   report["note"] =
       "ttft_ms: prompt in, first token chosen (prefill); tpot_ms: each later step (with a CUDA graph, the first of "
-      "them "
-      "also captures it); graph_decode: the steps replayed a captured graph; kv_bytes: the cache's allocations "
+      "them also captures it); graph_decode: the steps replayed a captured graph; kv_bytes: the cache's allocations "
       "at their largest; peaks: the caching allocator's over the cell, weights included; roofline_ms: (weight_bytes + "
       "kv_bytes) / copy_bytes_per_second, the least a decode step that reads both once can take";
   report["cells"] = nlohmann::json::array();

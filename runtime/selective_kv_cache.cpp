@@ -119,8 +119,6 @@ CachedKV SelectiveKVCache::update(int64_t layer_index, const at::Tensor& keys, c
     layer.value_store.index_copy_(2, layer.next_slot, values);
     layer.position_store.index_copy_(2, layer.next_slot, head_positions);
     layer.next_slot.add_(1);
-    CachedKV kv{layer.key_store, layer.value_store, layer.position_store};
-    return kv;
   } else {
     reserve(layer, layer.length + new_tokens);
     layer.key_store.narrow(2, layer.length, new_tokens).copy_(keys);
@@ -130,7 +128,9 @@ CachedKV SelectiveKVCache::update(int64_t layer_index, const at::Tensor& keys, c
     layer.length += new_tokens;
     refresh_views(layer);
   }
-  CachedKV kv{layer.keys, layer.values, layer.positions};
+  // A growing fixed-shape layer hands over its whole stores, the slots still to come at position -1.
+  CachedKV kv = layer.next_slot.defined() ? CachedKV{layer.key_store, layer.value_store, layer.position_store}
+                                          : CachedKV{layer.keys, layer.values, layer.positions};
   // The first chunk is all the cache holds, the same tokens for every head: one row of positions lets the prompt's
   // attention run fused (SDPA's kernel on CUDA, or the banded path under a streaming window) instead of scoring
   // every query-key pair per KV head, which at 32k tokens asked for 64 GiB a sequence.
@@ -323,22 +323,23 @@ void SelectiveKVCache::evict_one_in_place(Layer& layer, const at::Tensor& token_
   refresh_views(layer);
 }
 
-int SelectiveKVCache::fixed_shape_kind(const Layer& layer) {
+SelectiveKVCache::FixedShapeKind SelectiveKVCache::fixed_shape_kind(const Layer& layer) {
   const SelectiveLayerOptions& options = layer.options;
-  if (!layer.prompt_done || layer.pending || options.decode_keep_fraction > 0) return 0;
-  if (options.evict_during_decode) return layer.length == options.budget_tokens ? 1 : 0;
+  if (!layer.prompt_done || layer.pending || options.decode_keep_fraction > 0) return FixedShapeKind::kNone;
+  if (options.evict_during_decode)
+    return layer.length == options.budget_tokens ? FixedShapeKind::kEvictingAtBudget : FixedShapeKind::kNone;
   // Growing: only scores that are done with once the prompt is in (the stores are not re-ranked while decoding).
   const bool prompt_only = options.score == TokenScore::kNone || options.score == TokenScore::kObservationWindow ||
                            options.score == TokenScore::kPromptAttention ||
                            options.score == TokenScore::kExpectedAttention;
-  return prompt_only ? 2 : 0;
+  return prompt_only ? FixedShapeKind::kGrowing : FixedShapeKind::kNone;
 }
 
 bool SelectiveKVCache::begin_fixed_shape_decode(int64_t steps) {
   for (const Layer& layer : layers_)
-    if (fixed_shape_kind(layer) == 0) return false;
+    if (fixed_shape_kind(layer) == FixedShapeKind::kNone) return false;
   for (Layer& layer : layers_) {
-    if (fixed_shape_kind(layer) != 2) continue;
+    if (fixed_shape_kind(layer) != FixedShapeKind::kGrowing) continue;
     reserve(layer, layer.length + steps);
     // Every step reads the slots still to come, masked by position -1: zeros, as FullKVCache's.
     const int64_t unfilled = layer.key_store.size(2) - layer.length;

@@ -122,8 +122,9 @@ class SelectiveKVCache : public KVCache {
   // Slots a layer needs beside the `kept` it holds: up to budget + 1 when every step evicts, else the tokens to come.
   int64_t decode_room(const Layer& layer, int64_t kept) const;
 
-  // Whether a layer's decode steps can run with fixed shapes: 1 evicting at its budget, 2 growing, 0 neither.
-  static int fixed_shape_kind(const Layer& layer);
+  // How a layer's decode steps can run with fixed shapes, if at all (begin_fixed_shape_decode's two cases).
+  enum class FixedShapeKind { kNone, kEvictingAtBudget, kGrowing };
+  static FixedShapeKind fixed_shape_kind(const Layer& layer);
 
   std::vector<Layer> layers_;
   bool fixed_shape_ = false;

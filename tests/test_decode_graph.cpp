@@ -4,6 +4,8 @@
 #include <torch/cuda.h>
 #include <torch/utils.h>
 
+#include <utility>
+
 #include "policies/policy.h"
 #include "runtime/decode_graph.h"
 #include "runtime/generate.h"
@@ -120,17 +122,26 @@ TEST(FixedShapeDecode, AnEvictingLayerBelowItsBudgetDeclines) {
   EXPECT_FALSE(decode(model, "h2o:budget=200", Steps::kFixedShape).fixed_shape);
 }
 
+// generate() with `option` off, then on.
+std::pair<GenerationResult, GenerationResult> generate_off_and_on(Transformer& model,
+                                                                  const std::vector<std::vector<int64_t>>& prompts,
+                                                                  int64_t max_new_tokens,
+                                                                  bool GenerationOptions::*option) {
+  GenerationOptions options;
+  options.max_new_tokens = max_new_tokens;
+  options.*option = false;
+  GenerationResult off = generate(model, prompts, options);
+  options.*option = true;
+  return {std::move(off), generate(model, prompts, options)};
+}
+
 TEST(FixedShapeDecode, GenerateGivesTheEagerTokens) {
   LoadedModel& loaded = testing::tiny_base_model();
   const std::vector<int64_t> short_prompt = loaded.tokenizer->encode("The pass key is 4417. What is the pass key?");
   const std::vector<int64_t> long_prompt =
       loaded.tokenizer->encode("Remember it well: the pass key is 90210. Now, what is the pass key? It is");
-  GenerationOptions options;
-  options.max_new_tokens = 12;
-  options.fixed_shape_decode = false;
-  const GenerationResult eager = generate(loaded.model, {short_prompt, long_prompt}, options);
-  options.fixed_shape_decode = true;
-  const GenerationResult fixed = generate(loaded.model, {short_prompt, long_prompt}, options);
+  const auto [eager, fixed] =
+      generate_off_and_on(loaded.model, {short_prompt, long_prompt}, 12, &GenerationOptions::fixed_shape_decode);
   for (size_t b = 0; b < 2; ++b) EXPECT_EQ(fixed.sequences[b].tokens, eager.sequences[b].tokens) << b;
   EXPECT_FALSE(fixed.graph_decode);  // the CPU has no graphs
 }
@@ -152,12 +163,7 @@ TEST(DecodeGraph, ReplaysTheFixedShapeStepsOnCuda) {
           << spec << " " << at::toString(dtype);
     }
     const std::vector<int64_t> prompt = gpu.tokenizer->encode("The pass key is 4417. What is the pass key? It is");
-    GenerationOptions options;
-    options.max_new_tokens = 16;
-    options.cuda_graph = false;
-    const GenerationResult eager = generate(gpu.model, {prompt, prompt}, options);
-    options.cuda_graph = true;
-    const GenerationResult graph = generate(gpu.model, {prompt, prompt}, options);
+    const auto [eager, graph] = generate_off_and_on(gpu.model, {prompt, prompt}, 16, &GenerationOptions::cuda_graph);
     EXPECT_TRUE(graph.graph_decode);
     EXPECT_FALSE(eager.graph_decode);
     EXPECT_EQ(graph.sequences[0].tokens, eager.sequences[0].tokens) << at::toString(dtype);
